@@ -20,6 +20,121 @@ def add_seg_zoo_config(cfg: CfgNode) -> None:
     if not hasattr(cfg.SOLVER, "POLY_LR_POWER"):
         add_deeplab_config(cfg)
     add_swin_config(cfg)
+    add_maskformer2_config(cfg)
+
+
+def add_maskformer2_config(cfg: CfgNode) -> None:
+    """Add Mask2Former's keys with the official names and defaults (and MODEL.SWIN.*).
+
+    The official ``add_maskformer2_config`` declares exactly these keys, so its YAML files merge
+    unchanged. Calling it twice is harmless.
+    """
+    from detectron2.config import CfgNode as CN
+
+    add_swin_config(cfg)
+    if hasattr(cfg.MODEL, "MASK_FORMER"):
+        return
+
+    # ---- data ----
+    # Name of the dataset mapper train_net.py builds (e.g. "coco_panoptic_lsj").
+    cfg.INPUT.DATASET_MAPPER_NAME = "mask_former_semantic"
+    # Add SSD-style photometric augmentation (brightness, contrast, saturation, hue).
+    cfg.INPUT.COLOR_AUG_SSD = False
+    # Retry a random crop until no single semantic class covers more than this fraction of it.
+    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
+    # Pad image and semantic target to a multiple of this in the mapper; -1 disables padding.
+    cfg.INPUT.SIZE_DIVISIBILITY = -1
+    # Output side of the large-scale-jitter (LSJ) crop.
+    cfg.INPUT.IMAGE_SIZE = 1024
+    # Smallest resize factor of LSJ, relative to IMAGE_SIZE.
+    cfg.INPUT.MIN_SCALE = 0.1
+    # Largest resize factor of LSJ, relative to IMAGE_SIZE.
+    cfg.INPUT.MAX_SCALE = 2.0
+
+    # ---- solver ----
+    # Weight decay of embedding parameters (query features/embeddings, level embeddings).
+    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
+    # Optimizer: "ADAMW" or "SGD".
+    cfg.SOLVER.OPTIMIZER = "ADAMW"
+    # Learning-rate factor of the backbone's parameters.
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1
+
+    cfg.MODEL.MASK_FORMER = CN()
+    # ---- loss ----
+    # Add the losses of every intermediate decoder layer (auxiliary losses).
+    cfg.MODEL.MASK_FORMER.DEEP_SUPERVISION = True
+    # Classification weight of the "no object" class.
+    cfg.MODEL.MASK_FORMER.NO_OBJECT_WEIGHT = 0.1
+    # Weight of the classification loss (and of its cost in the matcher).
+    cfg.MODEL.MASK_FORMER.CLASS_WEIGHT = 1.0
+    # Weight of the dice loss (and of its cost in the matcher).
+    cfg.MODEL.MASK_FORMER.DICE_WEIGHT = 1.0
+    # Weight of the binary cross-entropy mask loss (and of its cost in the matcher).
+    cfg.MODEL.MASK_FORMER.MASK_WEIGHT = 20.0
+
+    # ---- transformer ----
+    # Attention heads of the transformer decoder (and of the pixel decoder's encoder).
+    cfg.MODEL.MASK_FORMER.NHEADS = 8
+    # Dropout in the transformer decoder (and in the pixel decoder's encoder).
+    cfg.MODEL.MASK_FORMER.DROPOUT = 0.1
+    # Hidden width of the transformer decoder's feed-forward networks.
+    cfg.MODEL.MASK_FORMER.DIM_FEEDFORWARD = 2048
+    # Transformer encoder layers of the MaskFormer (v1) decoder.
+    cfg.MODEL.MASK_FORMER.ENC_LAYERS = 0
+    # Transformer decoder layers (Mask2Former counts the initial prediction as one, e.g. 10).
+    cfg.MODEL.MASK_FORMER.DEC_LAYERS = 6
+    # Apply LayerNorm before (True) rather than after each attention/FFN block.
+    cfg.MODEL.MASK_FORMER.PRE_NORM = False
+    # Width of the transformer decoder (queries and attention).
+    cfg.MODEL.MASK_FORMER.HIDDEN_DIM = 256
+    # Number of object queries, i.e. masks predicted per image.
+    cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES = 100
+    # Feature the transformer decoder reads ("multi_scale_pixel_decoder" for Mask2Former).
+    cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE = "res5"
+    # Project the decoder's input features even when their width equals HIDDEN_DIM.
+    cfg.MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ = False
+
+    # ---- inference ----
+    cfg.MODEL.MASK_FORMER.TEST = CN()
+    # Output "sem_seg" at inference.
+    cfg.MODEL.MASK_FORMER.TEST.SEMANTIC_ON = True
+    # Output "instances" at inference.
+    cfg.MODEL.MASK_FORMER.TEST.INSTANCE_ON = False
+    # Output "panoptic_seg" at inference.
+    cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = False
+    # Panoptic: drop queries whose class score is not above this.
+    cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD = 0.0
+    # Panoptic: drop segments keeping less than this fraction of their mask after overlaps.
+    cfg.MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD = 0.0
+    # Resize mask logits to the input size before (True) rather than after combining them.
+    cfg.MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = False
+
+    # Pad batched images to a multiple of this, for backbones whose size_divisibility is 0.
+    cfg.MODEL.MASK_FORMER.SIZE_DIVISIBILITY = 32
+    # Registered name of the transformer decoder.
+    cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME = "MultiScaleMaskedTransformerDecoder"
+
+    # ---- point-sampled losses (PointRend, Kirillov et al. 2020) ----
+    # Points sampled per mask for the mask losses and matching costs (112 * 112).
+    cfg.MODEL.MASK_FORMER.TRAIN_NUM_POINTS = 112 * 112
+    # Oversampling factor k: candidate points drawn per sampled point.
+    cfg.MODEL.MASK_FORMER.OVERSAMPLE_RATIO = 3.0
+    # Fraction beta of the points taken at the most uncertain candidates.
+    cfg.MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO = 0.75
+
+    # ---- pixel decoder ----
+    # Channels of the per-pixel embeddings ("mask features") the masks are dotted with.
+    cfg.MODEL.SEM_SEG_HEAD.MASK_DIM = 256
+    # Transformer encoder layers inside the pixel decoder (6 for MSDeformAttnPixelDecoder).
+    cfg.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS = 0
+    # Registered name of the pixel decoder (see seg_zoo.modeling.pixel_decoder).
+    cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = "BasePixelDecoder"
+    # Backbone features the deformable encoder attends over; the rest go through FPN convs.
+    cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]
+    # Sampling points per head and level of the deformable encoder.
+    cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4
+    # Declared by the official code but not read (the encoder uses MASK_FORMER.NHEADS).
+    cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8
 
 
 def add_swin_config(cfg: CfgNode) -> None:

@@ -1,3 +1,7 @@
 """seg_zoo's models; importing this package registers them with detectron2."""
 
-from . import backbone  # noqa: F401
+from . import (
+    backbone,  # noqa: F401
+    pixel_decoder,  # noqa: F401
+    transformer_decoder,  # noqa: F401
+)
