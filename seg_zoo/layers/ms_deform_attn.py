@@ -214,10 +214,7 @@ class MSDeformAttn(nn.Module):
             # Offsets are in units of the box's half size, spread over the points.
             sampling_locations = (
                 reference_points[:, :, None, :, None, :2]
-                + sampling_offsets
-                / self.n_points
-                * reference_points[:, :, None, :, None, 2:]
-                * 0.5
+                + sampling_offsets / self.n_points * reference_points[:, :, None, :, None, 2:] * 0.5
             )
         # The op takes weights in value's dtype and locations in value's dtype or fp32; under
         # autocast softmax gives fp32 weights, and fp32 locations keep sub-pixel precision.

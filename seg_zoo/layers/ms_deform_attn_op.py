@@ -244,9 +244,7 @@ def ms_deform_attn(
     from .ms_deform_attn import ms_deform_attn_pytorch
 
     _warn_fallback()
-    _check_inputs(
-        value, spatial_shapes, level_start_index, sampling_locations, attention_weights
-    )
+    _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     return ms_deform_attn_pytorch(
         value, spatial_shapes, level_start_index, sampling_locations, attention_weights
     )

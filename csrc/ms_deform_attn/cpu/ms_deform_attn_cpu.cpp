@@ -10,19 +10,27 @@
 
 #include "../ms_deform_attn.h"
 
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+#endif
+
 namespace seg_zoo {
 namespace cpu_generic {
+#define SEG_ZOO_HALF_TO_FLOAT(bits) c10::detail::fp16_ieee_to_fp32_value(bits)
 #include "ms_deform_attn_cpu_kernels.h"
+#undef SEG_ZOO_HALF_TO_FLOAT
 }  // namespace cpu_generic
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define SEG_ZOO_CPU_AVX2 1
-// The same kernels compiled for AVX2 + FMA: twice the forward speed of the SSE2 baseline on
-// D = 32, while the extension still loads on CPUs without AVX2.
+// The same kernels compiled for AVX2 + FMA (+ F16C for fp16 loads): twice the forward speed of
+// the SSE2 baseline on D = 32, while the extension still loads on CPUs without AVX2.
 #pragma GCC push_options
-#pragma GCC target("avx2,fma")
+#pragma GCC target("avx2,fma,f16c")
 namespace cpu_avx2 {
+#define SEG_ZOO_HALF_TO_FLOAT(bits) _cvtsh_ss(bits)
 #include "ms_deform_attn_cpu_kernels.h"
+#undef SEG_ZOO_HALF_TO_FLOAT
 }  // namespace cpu_avx2
 #pragma GCC pop_options
 #endif
@@ -31,7 +39,8 @@ namespace {
 
 bool use_avx2() {
 #ifdef SEG_ZOO_CPU_AVX2
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+      __builtin_cpu_supports("f16c");
   return ok;
 #else
   return false;

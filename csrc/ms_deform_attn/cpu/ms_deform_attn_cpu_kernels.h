@@ -7,6 +7,19 @@
 // atomics are needed. The inner loops run over the D contiguous channels of one head;
 // accumulation is in opmath (fp32 for half types).
 
+// Element -> accumulation type. fp16 goes through SEG_ZOO_HALF_TO_FLOAT, which the includer
+// defines: the hardware conversion (F16C) in the AVX2 build, c10's portable one otherwise
+// (branchy, it keeps the channel loops from vectorising: ~8x slower on fp16).
+template <typename T>
+inline at::opmath_type<T> to_acc(T x) {
+  return static_cast<at::opmath_type<T>>(x);
+}
+
+template <>
+inline float to_acc<c10::Half>(c10::Half x) {
+  return SEG_ZOO_HALF_TO_FLOAT(x.x);
+}
+
 // The four bilinear neighbours of one sample: flat offsets (in units of spatial positions,
 // relative to the level start) and weights; a neighbour outside the map has weight 0 and
 // offset -1. Matches grid_sample(bilinear, zeros, align_corners=False).
@@ -90,7 +103,7 @@ void forward_kernel(
             if (!bilinear_corners(l_ptr[2 * lp], l_ptr[2 * lp + 1], H, W, c)) {
               continue;
             }
-            const acc_t a = static_cast<acc_t>(a_ptr[lp]);
+            const acc_t a = to_acc(a_ptr[lp]);
             for (int k = 0; k < 4; ++k) {
               if (c.offset[k] < 0) {
                 continue;
@@ -98,7 +111,7 @@ void forward_kernel(
               const acc_t wk = a * c.weight[k];
               const scalar_t* __restrict__ v = v_level + c.offset[k] * key_stride;
               for (int64_t d = 0; d < D; ++d) {
-                acc[d] += wk * static_cast<acc_t>(v[d]);
+                acc[d] += wk * to_acc(v[d]);
               }
             }
           }
@@ -138,7 +151,7 @@ void backward_kernel(
         const int64_t nqm = (n * Lq + q) * M + m;
         const scalar_t* g = grad_out + nqm * D;
         for (int64_t d = 0; d < D; ++d) {
-          go[d] = static_cast<acc_t>(g[d]);
+          go[d] = to_acc(g[d]);
         }
         const acc_t* l_ptr = loc + nqm * L * P * 2;
         const scalar_t* a_ptr = attn + nqm * L * P;
@@ -153,7 +166,7 @@ void backward_kernel(
             const int64_t lp = l * P + p;
             acc_t g_attn = 0, g_x = 0, g_y = 0;
             if (bilinear_corners(l_ptr[2 * lp], l_ptr[2 * lp + 1], H, W, c)) {
-              const acc_t a = static_cast<acc_t>(a_ptr[lp]);
+              const acc_t a = to_acc(a_ptr[lp]);
               for (int k = 0; k < 4; ++k) {
                 if (c.offset[k] < 0) {
                   continue;
@@ -163,7 +176,7 @@ void backward_kernel(
                 const acc_t wk = a * c.weight[k];
                 acc_t dot = 0;  // <value at corner k, grad_out>
                 for (int64_t d = 0; d < D; ++d) {
-                  dot += static_cast<acc_t>(v[d]) * go[d];
+                  dot += to_acc(v[d]) * go[d];
                   gv[d] += wk * go[d];
                 }
                 g_attn += c.weight[k] * dot;
