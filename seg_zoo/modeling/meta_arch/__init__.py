@@ -1,0 +1,19 @@
+"""Meta-architectures and their heads; importing this package registers them with detectron2."""
+
+from .mask_former_head import MaskFormerHead
+from .maskformer_model import MaskFormer
+from .postprocessing import (
+    boxes_from_masks,
+    instance_inference,
+    panoptic_inference,
+    semantic_inference,
+)
+
+__all__ = [
+    "MaskFormer",
+    "MaskFormerHead",
+    "boxes_from_masks",
+    "instance_inference",
+    "panoptic_inference",
+    "semantic_inference",
+]
