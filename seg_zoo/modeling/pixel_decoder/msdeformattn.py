@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from seg_zoo.layers import MSDeformAttn
 
 from ..transformer_decoder.position_encoding import PositionEmbeddingSine
+from ..transformer_decoder.transformer import _get_activation_fn
 
 __all__ = [
     "MSDeformAttnPixelDecoder",
@@ -35,19 +36,6 @@ __all__ = [
     "MSDeformAttnTransformerEncoderLayer",
     "MSDeformAttnTransformerEncoderOnly",
 ]
-
-_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "relu": F.relu,
-    "gelu": F.gelu,
-    "glu": F.glu,
-}
-
-
-def get_activation_fn(name: str) -> Callable[[Tensor], Tensor]:
-    """The activation of a transformer feed-forward network, by name ("relu", "gelu", "glu")."""
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}")
-    return _ACTIVATIONS[name]
 
 
 class MSDeformAttnTransformerEncoderLayer(nn.Module):
@@ -69,7 +57,7 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
         self.norm1 = nn.LayerNorm(d_model)
 
         self.linear1 = nn.Linear(d_model, d_ffn)
-        self.activation = get_activation_fn(activation)
+        self.activation = _get_activation_fn(activation)
         self.dropout2 = nn.Dropout(dropout)
         self.linear2 = nn.Linear(d_ffn, d_model)
         self.dropout3 = nn.Dropout(dropout)
