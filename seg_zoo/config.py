@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # detectron2 is imported where it is used, so seg_zoo.layers needs only torch
+if TYPE_CHECKING:  # annotations only; the functions import what they use
     from detectron2.config import CfgNode
 
 
