@@ -1,0 +1,450 @@
+"""Dataset conversions behind `tools/prepare_*.py`: raw releases in, detectron2 layouts out.
+
+Each conversion is split into a pure array function (easy to test on a hand-made 4x5 input) and
+a folder/split driver that reads and writes files. The output formats follow the official
+Mask2Former / MaskFormer preparation scripts (facebookresearch/Mask2Former `datasets/`,
+facebookresearch/MaskFormer `datasets/prepare_ade20k_full_sem_seg.py`) so their registrations
+and evaluators read them unchanged; where seg_zoo deliberately differs, the docstring says so.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .datasets.categories import (
+    ADE20K_150_CATEGORIES,
+    ADE20K_FULL_CATEGORIES,
+    ADE20K_INSTANCE_CATEGORIES,
+)
+
+__all__ = [
+    "ADE20K_FULL_IGNORE",
+    "ADE20K_FULL_MAX_SIZE",
+    "ade20k_full_class_mask",
+    "ade20k_full_resize_shape",
+    "ade20k_full_train_ids",
+    "ade20k_instances_from_annotation",
+    "ade20k_panoptic_from_annotations",
+    "prepare_ade20k_full_sem_seg",
+    "prepare_ade20k_instance",
+    "prepare_ade20k_panoptic",
+    "prepare_ade20k_sem_seg",
+    "semantic_from_panoptic",
+    "semantic_from_panoptic_image",
+    "shift_ade20k_labels",
+]
+
+# ADE20K-full labels need 847 values, so they are stored as uint16 with the top value as ignore.
+ADE20K_FULL_IGNORE = 65535
+# The official ADE20K-full preparation shrinks images whose shorter side exceeds this.
+ADE20K_FULL_MAX_SIZE = 512
+
+# Raw value k (1..100) of the `annotations_instance` class channel -> 150-class label.
+_ADE20K_INSTANCE_CLASS_TO_LABEL = {k + 1: c["id"] for k, c in enumerate(ADE20K_INSTANCE_CATEGORIES)}
+_ADE20K_THING_LABELS = {c["id"] for c in ADE20K_150_CATEGORIES if c["isthing"]}
+
+
+def _require(path: str | os.PathLike, what: str, producer: str | None = None) -> None:
+    if not os.path.exists(path):
+        hint = f" (create it with `python {producer}`)" if producer else ""
+        raise FileNotFoundError(f"missing {what}: {path}{hint}")
+
+
+def _read_array(path: str | os.PathLike, dtype, ndim: int, what: str) -> np.ndarray:
+    """Read an image as an array and insist on the dtype/rank a raw format promises."""
+    _require(path, what)
+    with Image.open(path) as im:
+        arr = np.asarray(im)
+    if arr.dtype != dtype or arr.ndim != ndim or (ndim == 3 and arr.shape[2] < 3):
+        raise ValueError(
+            f"{what} {path}: expected a {ndim}-D {np.dtype(dtype).name} image"
+            f"{' with 3 channels' if ndim == 3 else ''}, got shape {arr.shape} dtype {arr.dtype}"
+        )
+    return arr
+
+
+def _bbox_xywh(mask: np.ndarray) -> list[int]:
+    ys, xs = np.nonzero(mask)
+    x0, y0 = int(xs.min()), int(ys.min())
+    return [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1]
+
+
+def _write_json(obj, path: str | os.PathLike) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f)
+
+
+# ----------------------------------------------------------------------------- ADE20K semantic
+def shift_ade20k_labels(label: np.ndarray) -> np.ndarray:
+    """Raw SceneParsing labels (0 = unlabeled, k = class k) -> detectron2 labels (255, k-1).
+
+    uint8 wrap-around does both at once: 0 - 1 = 255.
+    """
+    if label.dtype != np.uint8:
+        raise ValueError(f"ADE20K labels must be uint8, got {label.dtype}")
+    return label - np.uint8(1)
+
+
+def prepare_ade20k_sem_seg(annotation_dir: str | os.PathLike, output_dir: str | os.PathLike) -> int:
+    """Shift every `*.png` of `annotation_dir` into `output_dir`; returns the file count."""
+    annotation_dir, output_dir = Path(annotation_dir), Path(output_dir)
+    _require(annotation_dir, "ADE20K annotation folder")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    files = sorted(annotation_dir.glob("*.png"))
+    for src in files:
+        label = _read_array(src, np.uint8, 2, "ADE20K annotation")
+        Image.fromarray(shift_ade20k_labels(label)).save(output_dir / src.name)
+    return len(files)
+
+
+# -------------------------------------------------------------------------------- ADE20K-full
+def ade20k_full_class_mask(seg: np.ndarray) -> np.ndarray:
+    """Decode an ADE20K `*_seg.png` (H, W, 3) into its per-pixel class index, int32 (H, W).
+
+    The release packs the class index into the red and green channels as R / 10 * 256 + G
+    (integer division; 0 = unlabeled).
+    """
+    if seg.ndim != 3 or seg.shape[2] < 3 or seg.dtype != np.uint8:
+        raise ValueError(f"ADE20K *_seg.png must be uint8 (H, W, 3), got {seg.shape} {seg.dtype}")
+    return (seg[:, :, 0] // 10).astype(np.int32) * 256 + seg[:, :, 1].astype(np.int32)
+
+
+def ade20k_full_resize_shape(
+    height: int, width: int, max_size: int = ADE20K_FULL_MAX_SIZE
+) -> tuple[int, int] | None:
+    """(new_h, new_w) making the shorter side `max_size` when it is longer, else None.
+
+    Uses Python's round() on the longer side, as the official script does.
+    """
+    if width >= height > max_size:
+        return max_size, round(width / float(height) * max_size)
+    if height >= width > max_size:
+        return round(height / float(width) * max_size), max_size
+    return None
+
+
+def ade20k_full_train_ids(class_mask: np.ndarray) -> np.ndarray:
+    """Class indices -> 847-class train ids (uint16), everything else -> 65535."""
+    out = np.full(class_mask.shape, ADE20K_FULL_IGNORE, dtype=np.uint16)
+    for cat in ADE20K_FULL_CATEGORIES:
+        out[class_mask == cat["id"]] = cat["trainId"]
+    return out
+
+
+def _convert_ade20k_full_one(image_path: Path, out_image: Path, out_label: Path) -> None:
+    import cv2  # only this conversion needs OpenCV
+
+    seg_path = image_path.with_name(image_path.name.replace(".jpg", "_seg.png"))
+    _require(image_path, "ADE20K-full image")
+    with Image.open(image_path) as im:
+        img = np.asarray(im.convert("RGB"))
+    lab = ade20k_full_class_mask(_read_array(seg_path, np.uint8, 3, "ADE20K-full *_seg.png"))
+    if lab.shape != img.shape[:2]:
+        raise ValueError(f"{seg_path} is {lab.shape} but {image_path} is {img.shape[:2]}")
+    new_shape = ade20k_full_resize_shape(*img.shape[:2])
+    if new_shape is not None:
+        h, w = new_shape
+        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+        # Nearest keeps labels valid; it runs on the class index, before the train-id lookup.
+        lab = cv2.resize(lab, (w, h), interpolation=cv2.INTER_NEAREST)
+    Image.fromarray(img).save(out_image)
+    Image.fromarray(ade20k_full_train_ids(lab)).save(out_label)
+
+
+def prepare_ade20k_full_sem_seg(
+    dataset_dir: str | os.PathLike, index: dict | None = None
+) -> dict[str, int]:
+    """Convert ADE20K_2021_17_01 into `images_detectron2/` + `annotations_detectron2/` (.tif).
+
+    `index` is the release's `index_ade20k.pkl` content (keys "folder" and "filename"; folders
+    are relative to `dataset_dir`); by default it is read from
+    `dataset_dir/ADE20K_2021_17_01/index_ade20k.pkl`. A file goes to "validation" when its
+    name's second `_` field is "val", else to "training". Returns the count per split.
+    """
+    dataset_dir = Path(dataset_dir)
+    base = dataset_dir / "ADE20K_2021_17_01"
+    if index is None:
+        index_file = base / "index_ade20k.pkl"
+        _require(index_file, "ADE20K-full index (from the ADE20K_2021_17_01 release)")
+        with open(index_file, "rb") as f:
+            index = pickle.load(f)
+    for key in ("folder", "filename"):
+        if key not in index:
+            raise ValueError(f"ADE20K-full index lacks the {key!r} list")
+    counts = {"training": 0, "validation": 0}
+    for split in counts:
+        (base / "images_detectron2" / split).mkdir(parents=True, exist_ok=True)
+        (base / "annotations_detectron2" / split).mkdir(parents=True, exist_ok=True)
+    for folder, file_name in zip(index["folder"], index["filename"]):
+        parts = file_name.split("_")
+        split = "validation" if len(parts) > 1 and parts[1] == "val" else "training"
+        _convert_ade20k_full_one(
+            dataset_dir / folder / file_name,
+            base / "images_detectron2" / split / file_name,
+            base / "annotations_detectron2" / split / file_name.replace(".jpg", ".tif"),
+        )
+        counts[split] += 1
+    return counts
+
+
+# ------------------------------------------------------------------ ADE20K panoptic / instance
+def _ade20k_instances(ins_seg: np.ndarray, source: str) -> list[tuple[int, np.ndarray]]:
+    """(150-class label, mask) for each instance of an `annotations_instance` PNG.
+
+    The release stores the instance class (1..100, ADE20K_INSTANCE_CATEGORIES order) in the red
+    channel and the instance number (0 = none) in the green channel.
+    """
+    classes, numbers = ins_seg[..., 0], ins_seg[..., 1]
+    out = []
+    for number in np.unique(numbers):
+        if number == 0:
+            continue
+        mask = numbers == number
+        values = np.unique(classes[mask])
+        if len(values) != 1:
+            raise ValueError(
+                f"{source}: instance {int(number)} mixes class values {values.tolist()}"
+            )
+        value = int(values[0])
+        if value not in _ADE20K_INSTANCE_CLASS_TO_LABEL:
+            raise ValueError(
+                f"{source}: instance {int(number)} has class value {value}, outside 1..100"
+            )
+        out.append((_ADE20K_INSTANCE_CLASS_TO_LABEL[value], mask))
+    return out
+
+
+def ade20k_panoptic_from_annotations(
+    sem_seg: np.ndarray, ins_seg: np.ndarray, source: str = "<array>"
+) -> tuple[np.ndarray, list[dict]]:
+    """Merge a raw semantic map and an instance PNG into a COCO panoptic PNG + segments_info.
+
+    sem_seg: (H, W) uint8 raw SceneParsing labels (0 = unlabeled, k = class k).
+    ins_seg: (H, W, 3) uint8 `annotations_instance` image.
+    Returns the (H, W, 3) uint8 panoptic image (segment id = R + 256 G + 256^2 B) and the
+    segments, whose category_id is the 150-class label.
+
+    Stuff classes come from the semantic map and are painted first, then every instance is
+    painted over them, as in the official script. Unlike it, segment ids are numbered 1, 2, ...
+    in paint order (reproducible; the official draws random colours), and area/bbox are measured
+    on the final map, dropping a stuff segment that instances covered completely: the panoptic
+    evaluator counts areas from the PNG and rejects json segments absent from it.
+    """
+    if sem_seg.shape != ins_seg.shape[:2]:
+        raise ValueError(
+            f"{source}: semantic map {sem_seg.shape} and instance map {ins_seg.shape[:2]} differ"
+        )
+    labels = shift_ade20k_labels(sem_seg)
+    ids = np.zeros(sem_seg.shape, dtype=np.int32)
+    categories = {}
+    next_id = 1
+    for label in np.unique(labels):
+        if label == 255 or int(label) in _ADE20K_THING_LABELS:
+            continue
+        ids[labels == label] = next_id
+        categories[next_id] = int(label)
+        next_id += 1
+    for label, mask in _ade20k_instances(ins_seg, source):
+        ids[mask] = next_id
+        categories[next_id] = label
+        next_id += 1
+
+    segments = []
+    for segment_id, label in categories.items():
+        mask = ids == segment_id
+        if not mask.any():
+            continue
+        segments.append(
+            {
+                "id": segment_id,
+                "category_id": label,
+                "area": int(mask.sum()),
+                "bbox": _bbox_xywh(mask),
+                "iscrowd": 0,
+            }
+        )
+    pan = np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=-1).astype(np.uint8)
+    return pan, segments
+
+
+def ade20k_instances_from_annotation(
+    ins_seg: np.ndarray, image_id: str, first_annotation_id: int = 1, source: str = "<array>"
+) -> list[dict]:
+    """COCO instance annotations (RLE masks) for one `annotations_instance` PNG.
+
+    category_id is the instance's 150-class label, the id space the official
+    `ade20k_instance_*.json` shares with the panoptic json. Annotation ids count up from
+    `first_annotation_id` in instance-number order.
+    """
+    import pycocotools.mask as mask_util
+
+    annotations = []
+    for k, (label, mask) in enumerate(_ade20k_instances(ins_seg, source)):
+        rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+        rle["counts"] = rle["counts"].decode("ascii")
+        annotations.append(
+            {
+                "id": first_annotation_id + k,
+                "image_id": image_id,
+                "category_id": label,
+                "iscrowd": 0,
+                "bbox": _bbox_xywh(mask),
+                "segmentation": rle,
+                "area": int(mask.sum()),
+            }
+        )
+    return annotations
+
+
+def _ade20k_image_entries(image_dir: Path) -> list[dict]:
+    _require(image_dir, "ADE20K image folder")
+    entries = []
+    for path in sorted(image_dir.glob("*.jpg")):
+        with Image.open(path) as im:  # reads the header only
+            width, height = im.size
+        entries.append({"id": path.stem, "file_name": path.name, "width": width, "height": height})
+    return entries
+
+
+def prepare_ade20k_panoptic(
+    image_dir: str | os.PathLike,
+    semantic_dir: str | os.PathLike,
+    instance_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    output_json: str | os.PathLike,
+) -> int:
+    """Write `ade20k_panoptic_{split}/` PNGs and `ade20k_panoptic_{split}.json` for one split.
+
+    Inputs are the raw `images/`, `annotations/` (not the shifted copy) and
+    `annotations_instance/` folders of that split. Returns the number of images.
+    """
+    image_dir, semantic_dir, instance_dir = Path(image_dir), Path(semantic_dir), Path(instance_dir)
+    _require(semantic_dir, "ADE20K raw annotation folder")
+    _require(instance_dir, "ADE20K annotations_instance folder")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    images = _ade20k_image_entries(image_dir)
+    annotations = []
+    for image in images:
+        stem = image["id"]
+        sem_path, ins_path = semantic_dir / f"{stem}.png", instance_dir / f"{stem}.png"
+        sem = _read_array(sem_path, np.uint8, 2, "ADE20K annotation")
+        ins = _read_array(ins_path, np.uint8, 3, "ADE20K instance annotation")[..., :3]
+        pan, segments = ade20k_panoptic_from_annotations(sem, ins, source=str(ins_path))
+        Image.fromarray(pan).save(output_dir / f"{stem}.png")
+        annotations.append(
+            {"image_id": stem, "file_name": f"{stem}.png", "segments_info": segments}
+        )
+    categories = [dict(c, color=list(c["color"])) for c in ADE20K_150_CATEGORIES]
+    _write_json(
+        {"images": images, "annotations": annotations, "categories": categories}, output_json
+    )
+    return len(images)
+
+
+def prepare_ade20k_instance(
+    image_dir: str | os.PathLike,
+    instance_dir: str | os.PathLike,
+    output_json: str | os.PathLike,
+) -> int:
+    """Write `ade20k_instance_{split}.json` (COCO format) for one split; returns #images."""
+    image_dir, instance_dir = Path(image_dir), Path(instance_dir)
+    _require(instance_dir, "ADE20K annotations_instance folder")
+    images = _ade20k_image_entries(image_dir)
+    annotations = []
+    for image in images:
+        ins_path = instance_dir / f"{image['id']}.png"
+        ins = _read_array(ins_path, np.uint8, 3, "ADE20K instance annotation")[..., :3]
+        annotations += ade20k_instances_from_annotation(
+            ins, image["id"], len(annotations) + 1, source=str(ins_path)
+        )
+    categories = [{"id": c["id"], "name": c["name"]} for c in ADE20K_INSTANCE_CATEGORIES]
+    _write_json(
+        {"images": images, "annotations": annotations, "categories": categories}, output_json
+    )
+    return len(images)
+
+
+# ------------------------------------------------------------------- semantic from panoptic
+def semantic_from_panoptic_image(
+    panoptic_rgb: np.ndarray, segments: Sequence[dict], id_map: dict[int, int], source: str = ""
+) -> np.ndarray:
+    """(H, W, 3) panoptic PNG -> (H, W) uint8 semantic map; unlisted segment ids -> 255."""
+    if panoptic_rgb.ndim != 3 or panoptic_rgb.shape[2] < 3:
+        raise ValueError(f"{source}: panoptic PNG must be (H, W, 3), got {panoptic_rgb.shape}")
+    rgb = panoptic_rgb[..., :3].astype(np.int64)
+    ids = rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+    out = np.full(ids.shape, 255, dtype=np.uint8)
+    for seg in segments:
+        if seg["category_id"] not in id_map:
+            raise ValueError(f"{source}: unknown category_id {seg['category_id']}")
+        out[ids == seg["id"]] = id_map[seg["category_id"]]
+    return out
+
+
+def _semantic_from_panoptic_file(src: str, dst: str, segments: list[dict], id_map, source: str):
+    pan = _read_array(src, np.uint8, 3, "panoptic PNG")
+    Image.fromarray(semantic_from_panoptic_image(pan, segments, id_map, source)).save(dst)
+
+
+def semantic_from_panoptic(
+    panoptic_json: str | os.PathLike,
+    panoptic_root: str | os.PathLike,
+    sem_seg_root: str | os.PathLike,
+    categories: Sequence[dict],
+    num_workers: int | None = None,
+) -> int:
+    """Write one semantic PNG per panoptic annotation; returns the number written.
+
+    The semantic label of a category is its position in `categories` (dicts with "id"), over
+    things and stuff alike; pixels of no listed segment become 255. `num_workers=None` uses a
+    process pool only when there are enough images to repay starting one; 0 forces serial.
+    """
+    if len(categories) > 255:
+        raise ValueError(f"{len(categories)} categories do not fit a uint8 map with 255 as void")
+    _require(panoptic_json, "panoptic json")
+    _require(panoptic_root, "panoptic PNG folder")
+    try:
+        with open(panoptic_json) as f:
+            annotations = json.load(f)["annotations"]
+    except (json.JSONDecodeError, KeyError) as e:
+        raise ValueError(f"{panoptic_json}: not a COCO panoptic json ({e!r})") from e
+    id_map = {c["id"]: i for i, c in enumerate(categories)}
+    # Validate ids up front so the error names the json and image instead of a worker trace.
+    for ann in annotations:
+        for seg in ann["segments_info"]:
+            if seg["category_id"] not in id_map:
+                raise ValueError(
+                    f"unknown category_id {seg['category_id']} in image {ann['image_id']!r} "
+                    f"({ann['file_name']}) of {panoptic_json}"
+                )
+    os.makedirs(sem_seg_root, exist_ok=True)
+    jobs = [
+        (
+            os.path.join(panoptic_root, ann["file_name"]),
+            os.path.join(sem_seg_root, ann["file_name"]),
+            ann["segments_info"],
+            id_map,
+            f"{ann['file_name']} of {panoptic_json}",
+        )
+        for ann in annotations
+    ]
+    if num_workers is None:
+        num_workers = min(os.cpu_count() or 1, 8) if len(jobs) >= 256 else 0
+    if num_workers > 1:
+        # The default start method (fork on Linux) keeps workers cheap: they only run numpy/PIL.
+        with mp.get_context().Pool(num_workers) as pool:
+            pool.starmap(_semantic_from_panoptic_file, jobs, chunksize=64)
+    else:
+        for job in jobs:
+            _semantic_from_panoptic_file(*job)
+    return len(jobs)
