@@ -4,6 +4,7 @@ Importing seg_zoo registers its ops, models and datasets with torch and detectro
 """
 
 from . import (
+    data,  # noqa: F401  (registers datasets and dataset mappers)
     layers,  # noqa: F401  (registers torch.ops.seg_zoo.*)
     modeling,  # noqa: F401  (registers models)
 )

@@ -23,6 +23,25 @@ def add_seg_zoo_config(cfg: CfgNode) -> None:
     add_maskformer2_config(cfg)
 
 
+def load_config(config_file: str, opts: list[str] | tuple = ()) -> CfgNode:
+    """detectron2's defaults + seg_zoo's keys, then ``config_file``, then ``KEY VALUE`` opts.
+
+    Returns the config unfrozen. A missing file is named in the error (detectron2 would
+    report it from deep inside its YAML loader).
+    """
+    import os
+
+    from detectron2.config import get_cfg
+
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"config file {config_file!r} does not exist")
+    cfg = get_cfg()
+    add_seg_zoo_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
 def add_maskformer2_config(cfg: CfgNode) -> None:
     """Add Mask2Former's keys with the official names and defaults (and MODEL.SWIN.*).
 

@@ -1,0 +1,195 @@
+"""The trainer behind ``train_net.py``: detectron2's ``DefaultTrainer`` with seg_zoo's parts.
+
+What it changes from ``DefaultTrainer``:
+- optimizer from :mod:`seg_zoo.engine.optimizer` (backbone multiplier, no-decay groups,
+  full-model clipping) and the poly/step schedules of ``detectron2.projects.deeplab``;
+- training data from the mapper named by ``INPUT.DATASET_MAPPER_NAME`` through a loader whose
+  sample stream and augmentations are a function of ``(SEED, position)``, so ``--resume``
+  continues exactly;
+- with ``SEED >= 0``, the model's own randomness (point sampling, dropout, drop-path) is
+  re-seeded from ``(SEED, iteration, rank)`` before every step, for the same reason;
+- AMP only where it can run: it is switched off, with a log line, on CPU;
+- DistributedDataParallel without ``device_ids`` on CPU, so ``--num-gpus 2 MODEL.DEVICE cpu``
+  trains with 2 gloo processes;
+- evaluators from the dataset's metadata (:func:`seg_zoo.engine.evaluators.build_evaluator`);
+- a checkpointer that adds a NUM_CLASSES hint to detectron2's key/shape mismatch report.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+
+import torch
+from detectron2.config import CfgNode
+from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.engine import DefaultTrainer, HookBase, TrainerBase, create_ddp_model
+from detectron2.engine.train_loop import AMPTrainer, SimpleTrainer
+from detectron2.projects.deeplab import build_lr_scheduler as deeplab_build_lr_scheduler
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from .checkpoint import Checkpointer
+from .evaluators import build_evaluator
+from .optimizer import build_optimizer
+from .train_loader import ResumableTrainingSampler, SeededMapDataset, _mix
+
+logger = logging.getLogger(__name__)
+
+
+class ReseedModelRNG(HookBase):
+    """Seed torch's RNGs from ``(seed, iteration, rank)`` before each training step."""
+
+    def __init__(self, seed: int):
+        self._seed = int(seed)
+
+    def before_step(self):
+        seed = _mix(self._seed, self.trainer.iter, comm.get_rank(), 0x5EED)
+        torch.manual_seed(seed)  # CPU and every CUDA device
+
+
+def amp_enabled(cfg: CfgNode) -> bool:
+    """Whether training uses AMP: as configured, except never on CPU."""
+    return bool(cfg.SOLVER.AMP.ENABLED) and torch.device(cfg.MODEL.DEVICE).type == "cuda"
+
+
+def create_ddp(model: torch.nn.Module) -> torch.nn.Module:
+    """detectron2's ``create_ddp_model``, without ``device_ids`` when the model is on CPU."""
+    if comm.get_world_size() == 1:
+        return model
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    kwargs = {"device_ids": None} if on_cpu else {}
+    return create_ddp_model(model, broadcast_buffers=False, **kwargs)
+
+
+# Mappers whose targets index thing classes only (COCO instance json); the others index all
+# classes, things and stuff, as Mask2Former's semantic and panoptic datasets do.
+_THING_ONLY_MAPPERS = frozenset({"mask_former_instance", "coco_instance_lsj"})
+
+
+def check_num_classes(cfg: CfgNode) -> None:
+    """Fail early when the training data has more classes than the model predicts.
+
+    Without this, a label >= NUM_CLASSES surfaces as an index error deep inside the loss (or
+    a CUDA device-side assert). Fewer classes than NUM_CLASSES is allowed (a head sized for a
+    superset), with a warning.
+    """
+    from detectron2.data import MetadataCatalog
+
+    num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+    key = (
+        "thing_classes" if cfg.INPUT.DATASET_MAPPER_NAME in _THING_ONLY_MAPPERS else "stuff_classes"
+    )
+    for name in cfg.DATASETS.TRAIN:
+        classes = MetadataCatalog.get(name).get(key)
+        if classes is None:
+            continue
+        if len(classes) > num_classes:
+            raise ValueError(
+                f"dataset {name!r} has {len(classes)} {key} but MODEL.SEM_SEG_HEAD.NUM_CLASSES "
+                f"is {num_classes}; set MODEL.SEM_SEG_HEAD.NUM_CLASSES {len(classes)}"
+            )
+        if len(classes) < num_classes:
+            logger.warning(
+                "dataset %r has %d %s and MODEL.SEM_SEG_HEAD.NUM_CLASSES is %d: the extra "
+                "outputs are never trained",
+                name,
+                len(classes),
+                key,
+                num_classes,
+            )
+
+
+class Trainer(DefaultTrainer):
+    """``DefaultTrainer`` for every seg_zoo method (see the module docstring)."""
+
+    def __init__(self, cfg: CfgNode):
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        check_num_classes(cfg)
+
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        self._train_sampler = getattr(data_loader, "seg_zoo_sampler", None)
+
+        model = create_ddp(model)
+        use_amp = amp_enabled(cfg)
+        if cfg.SOLVER.AMP.ENABLED and not use_amp:
+            logger.info(
+                "SOLVER.AMP.ENABLED is set but MODEL.DEVICE is %r: AMP is off (it needs CUDA); "
+                "training in fp32",
+                cfg.MODEL.DEVICE,
+            )
+        self._trainer = (AMPTrainer if use_amp else SimpleTrainer)(model, data_loader, optimizer)
+
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        # deeplab's builder adds WarmupPolyLR and defers every other name to detectron2's.
+        return deeplab_build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        from ..data.dataset_mappers import build_dataset_mapper
+
+        mapper = build_dataset_mapper(cfg, is_train=True)
+        dicts = get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN,
+            filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+            min_keypoints=0,
+            proposal_files=None,
+        )
+        seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
+        sampler = ResumableTrainingSampler(
+            len(dicts), seed=seed, rank=comm.get_rank(), world_size=comm.get_world_size()
+        )
+        loader = build_detection_train_loader(
+            SeededMapDataset(dicts, mapper, seed),
+            mapper=None,
+            sampler=sampler,
+            total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+            aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
+            # The DataLoader's own generator: without one, creating its iterator (at the
+            # first step, or the first step after a resume) draws from the global torch RNG
+            # that the model's point sampling uses.
+            seed=seed,
+        )
+        loader.seg_zoo_sampler = sampler  # resume_or_load moves its start
+        return loader
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return build_evaluator(cfg, dataset_name, output_folder)
+
+    def build_hooks(self):
+        hooks = super().build_hooks()
+        if self.cfg.SEED >= 0:
+            hooks.insert(0, ReseedModelRNG(self.cfg.SEED))
+        return hooks
+
+    # ---- resuming -----------------------------------------------------------------------
+    def resume_or_load(self, resume: bool = True):
+        super().resume_or_load(resume=resume)
+        if self._train_sampler is not None and self.start_iter > 0:
+            position = self.start_iter * self.cfg.SOLVER.IMS_PER_BATCH
+            self._train_sampler.set_start_position(position)
+            logger.info(
+                "resuming at iteration %d: the data stream continues at sample %d",
+                self.start_iter,
+                position,
+            )
