@@ -1,0 +1,235 @@
+"""MODEL_ZOO.md and projects/Mask2Former/README.md agree with the repository.
+
+The Mask2Former tables of MODEL_ZOO.md are checked against things that exist independently of
+the document: the config tree under configs/ (every official model config has exactly one row,
+and each row's backbone, queries, pretraining and schedule agree with what its YAML says), the
+reference state_dict listings under /work/shared/reference/mask2former/ (the params column), the
+URL layout of the official model zoo, and a few values checked by hand against the official
+MODEL_ZOO.md (facebookresearch/Mask2Former, commit 9b0651c).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from detectron2.config import get_cfg
+
+from seg_zoo import add_seg_zoo_config
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "configs"
+MODEL_ZOO = REPO / "MODEL_ZOO.md"
+PROJECT_README = REPO / "projects" / "Mask2Former" / "README.md"
+REFERENCE = Path(os.environ.get("SEG_ZOO_REFERENCE", "/work/shared/reference")) / "mask2former"
+
+# Official model configs: the same selection as tests/configs/test_official_configs.py
+# (no Base-*, no synthetic/), since those are exactly the models of the official zoo.
+OFFICIAL_MODELS = sorted(
+    str(p.relative_to(CONFIGS))
+    for p in CONFIGS.glob("*/*-segmentation/**/*.yaml")
+    if not p.name.startswith("Base-")
+)
+
+# Rows whose config name and official download folder legitimately differ (footnoted in the
+# document): the official table links a file that does not exist in the official repository.
+URL_STEM_EXCEPTIONS = {
+    "mapillary-vistas/semantic-segmentation/maskformer2_R50_bs16_300k.yaml": (
+        "maskformer_R50_bs16_300k"
+    ),
+}
+# The official URL folder of each dataset directory of configs/.
+URL_DATASET = {
+    "coco": "coco",
+    "ade20k": "ade20k",
+    "cityscapes": "cityscapes",
+    "mapillary-vistas": "mapillary_vistas",
+}
+URL_RE = re.compile(
+    r"^https://dl\.fbaipublicfiles\.com/maskformer/mask2former/"
+    r"(?P<dataset>[a-z_0-9]+)/(?P<task>panoptic|instance|semantic)/(?P<stem>[A-Za-z0-9_]+)/"
+    r"model_final_[0-9a-f]{6}\.pkl$"
+)
+LINK_RE = re.compile(r"\[([^\]]*)\]\(([^)\s]+)\)")
+
+
+def split_row(line: str) -> list[str]:
+    if not (line.startswith("|") and line.rstrip().endswith("|")):
+        raise ValueError(f"MODEL_ZOO.md: not a table row: {line!r}")
+    return [c.strip() for c in line.strip()[1:-1].split("|")]
+
+
+def parse_tables(text: str) -> list[list[dict[str, str]]]:
+    """Every markdown table of ``text`` as a list of ``{header: cell}`` rows."""
+    tables: list[list[dict[str, str]]] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("|") and i + 1 < len(lines) and lines[i + 1].startswith("|--"):
+            header = split_row(lines[i])
+            rows = []
+            i += 2
+            while i < len(lines) and lines[i].startswith("|"):
+                cells = split_row(lines[i])
+                if len(cells) != len(header):
+                    raise ValueError(
+                        f"MODEL_ZOO.md line {i + 1}: {len(cells)} cells under a header of "
+                        f"{len(header)} columns: {lines[i]!r}"
+                    )
+                rows.append(dict(zip(header, cells)))
+                i += 1
+            tables.append(rows)
+        else:
+            i += 1
+    return tables
+
+
+def zoo_rows() -> list[dict[str, str]]:
+    """Rows of MODEL_ZOO.md whose first cell links a config, with the parsed link added."""
+    rows = []
+    for table in parse_tables(MODEL_ZOO.read_text()):
+        for row in table:
+            links = LINK_RE.findall(row.get("config", ""))
+            if links and links[0][1].startswith("configs/"):
+                row = dict(row)
+                row["_config"] = links[0][1][len("configs/") :]
+                rows.append(row)
+    return rows
+
+
+def link_url(cell: str) -> str:
+    links = LINK_RE.findall(cell)
+    assert len(links) == 1, f"expected one link in {cell!r}"
+    return links[0][1]
+
+
+def load_cfg(rel: str):
+    cfg = get_cfg()
+    add_seg_zoo_config(cfg)
+    cfg.merge_from_file(str(CONFIGS / rel), allow_unsafe=False)
+    return cfg
+
+
+ROWS = zoo_rows()
+ROW_IDS = [r["_config"] for r in ROWS]
+
+
+def test_table_parses_and_covers_every_official_config():
+    assert len(OFFICIAL_MODELS) == 47, "the official tree has 47 non-video model configs"
+    listed = sorted(ROW_IDS)
+    duplicates = sorted({c for c in listed if listed.count(c) > 1})
+    assert not duplicates, f"configs listed twice in MODEL_ZOO.md: {duplicates}"
+    assert listed == OFFICIAL_MODELS, (
+        f"missing: {sorted(set(OFFICIAL_MODELS) - set(listed))}, "
+        f"not under configs/: {sorted(set(listed) - set(OFFICIAL_MODELS))}"
+    )
+
+
+def test_required_columns_present():
+    for row in ROWS:
+        for col in ("config", "backbone", "pretrain", "params", "model id", "download", "note"):
+            assert col in row, f"{row['_config']}: no {col!r} column"
+        assert ("epochs" in row) != ("iterations" in row), f"{row['_config']}: schedule column"
+        assert row["note"].startswith("official weights, loads unchanged"), row["_config"]
+
+
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"no reference listings at {REFERENCE}")
+def test_params_match_reference_listing():
+    for row in ROWS:
+        listing = REFERENCE / f"{row['_config']}.txt"
+        total = [ln for ln in listing.read_text().splitlines() if ln.startswith("# total")]
+        assert len(total) == 1, f"{listing}: expected one '# total' line"
+        params = int(re.search(r"params=(\d+)", total[0]).group(1))
+        assert row["params"].replace(",", "") == str(params), (
+            f"{row['_config']}: params column {row['params']!r}, reference {params:,}"
+        )
+
+
+def test_download_urls_follow_the_official_layout():
+    urls = [link_url(r["download"]) for r in ROWS]
+    assert len(set(urls)) == len(urls), "a download URL is listed twice"
+    assert len({r["model id"] for r in ROWS}) == len(ROWS), "a model id is listed twice"
+    for row, url in zip(ROWS, urls):
+        rel = row["_config"]
+        m = URL_RE.match(url)
+        assert m, f"{rel}: download URL {url!r} is not an official Mask2Former model-zoo URL"
+        dataset, task_dir = rel.split("/")[:2]
+        assert m["dataset"] == URL_DATASET[dataset], f"{rel}: {url}"
+        assert task_dir == f"{m['task']}-segmentation", f"{rel}: {url}"
+        stem = URL_STEM_EXCEPTIONS.get(rel, Path(rel).stem)
+        assert m["stem"] == stem, f"{rel}: URL folder {m['stem']!r}, expected {stem!r}"
+        # The link text is the file name, so a reader sees which checkpoint it is.
+        assert LINK_RE.findall(row["download"])[0][0] == url.rsplit("/", 1)[1], rel
+
+
+SWIN_SIZES = {  # (EMBED_DIM, DEPTHS) of the Swin variants, Liu et al. 2021, Sec. 3.3
+    "Swin-T": (96, [2, 2, 6, 2]),
+    "Swin-S": (96, [2, 2, 18, 2]),
+    "Swin-B": (128, [2, 2, 18, 2]),
+    "Swin-L": (192, [2, 2, 18, 2]),
+}
+
+
+@pytest.mark.parametrize("row", ROWS, ids=ROW_IDS)
+def test_row_agrees_with_its_config(row):
+    rel = row["_config"]
+    cfg = load_cfg(rel)
+    backbone = row["backbone"]
+    if backbone.startswith("R"):
+        assert cfg.MODEL.BACKBONE.NAME == "build_resnet_backbone", rel
+        assert cfg.MODEL.RESNETS.DEPTH == int(backbone[1:]), rel
+        assert row["pretrain"] == "IN-1k", rel
+    else:
+        variant = backbone.split()[0]
+        assert cfg.MODEL.BACKBONE.NAME == "D2SwinTransformer", rel
+        assert (cfg.MODEL.SWIN.EMBED_DIM, list(cfg.MODEL.SWIN.DEPTHS)) == SWIN_SIZES[variant], rel
+        in21k = "_22k" in cfg.MODEL.WEIGHTS
+        assert ("(IN21k)" in backbone) == in21k, f"{rel}: MODEL.WEIGHTS {cfg.MODEL.WEIGHTS}"
+        size = re.search(r"_(224|384)", cfg.MODEL.WEIGHTS).group(1)
+        assert row["pretrain"] == f"IN-{'21k' if in21k else '1k'} ({size})", rel
+    queries = cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES
+    assert ("(200 queries)" in row["config"]) == (queries == 200), f"{rel}: {queries} queries"
+    if "iterations" in row:
+        assert row["iterations"] == f"{cfg.SOLVER.MAX_ITER // 1000}k", (
+            f"{rel}: iterations column {row['iterations']!r}, SOLVER.MAX_ITER {cfg.SOLVER.MAX_ITER}"
+        )
+    else:
+        assert rel.endswith(f"_{row['epochs']}ep.yaml"), rel
+
+
+def test_spot_values_from_the_official_table():
+    """A few cells checked by hand against the official MODEL_ZOO.md (commit 9b0651c)."""
+    by_cfg = {r["_config"]: r for r in ROWS}
+    coco = by_cfg["coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"]
+    assert (coco["PQ"], coco["AP"], coco["mIoU"], coco["model id"]) == (
+        "51.9",
+        "41.7",
+        "61.7",
+        "47430278_4",
+    )
+    assert link_url(coco["download"]).endswith("/model_final_94dc52.pkl")
+    ade = by_cfg[
+        "ade20k/semantic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_160k_res640.yaml"
+    ]
+    assert (ade["mIoU"], ade["mIoU (ms+flip)"]) == ("56.1", "57.3")
+    city = by_cfg["cityscapes/instance-segmentation/maskformer2_R50_bs16_90k.yaml"]
+    assert (city["AP"], city["AP50"]) == ("37.4", "61.9")
+    mvd = by_cfg["mapillary-vistas/panoptic-segmentation/maskformer_R50_bs16_300k.yaml"]
+    assert (mvd["PQ"], mvd["mIoU"]) == ("36.3", "50.7")
+
+
+@pytest.mark.parametrize("doc", [MODEL_ZOO, PROJECT_README], ids=lambda p: p.name)
+def test_relative_links_and_footnotes_resolve(doc):
+    if not doc.is_file():
+        pytest.fail(f"{doc} does not exist")
+    text = doc.read_text()
+    for _, target in LINK_RE.findall(text):
+        if re.match(r"^[a-z]+://", target) or target.startswith("#"):
+            continue
+        path = (doc.parent / target.split("#", 1)[0]).resolve()
+        assert path.exists(), f"{doc.relative_to(REPO)}: link target {target!r} does not exist"
+    used = set(re.findall(r"\[\^([\w-]+)\](?!:)", text))
+    defined = set(re.findall(r"^\[\^([\w-]+)\]:", text, flags=re.M))
+    assert used == defined, f"{doc.name}: footnotes used {sorted(used)}, defined {sorted(defined)}"
