@@ -193,3 +193,45 @@ def test_amp_is_switched_off_on_cpu(data_root, tmp_path, caplog):
 def test_class_count_mismatch_is_reported_before_training(data_root, tmp_path):
     with pytest.raises(ValueError, match="MODEL.SEM_SEG_HEAD.NUM_CLASSES 7"):
         Trainer(train_net.setup(_args(SEMANTIC, tmp_path, "MODEL.SEM_SEG_HEAD.NUM_CLASSES", 5)))
+
+
+def test_demo_on_a_video(trained_panoptic, data_root, tmp_path):
+    import demo.demo as demo
+
+    out, _ = trained_panoptic
+    images = sorted(glob.glob(os.path.join(data_root, "seg_zoo_synthetic", "images", "val", "*")))
+    video = str(tmp_path / "clip.mp4")
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 5, (128, 96))
+    for path in images[:3]:
+        writer.write(cv2.resize(cv2.imread(path), (128, 96)))
+    writer.release()
+    (written,) = demo.main(
+        [
+            "--config-file", PANOPTIC,
+            "--video-input", video,
+            "--output", str(tmp_path / "out"),
+            "--opts", "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"),
+        ]
+    )  # fmt: skip
+    assert written.endswith("clip_panoptic.mp4")
+    capture = cv2.VideoCapture(written)
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    assert len(frames) == 3 and frames[0].shape == (96, 128, 3)
+
+
+def test_demo_reports_bad_inputs(data_root, tmp_path):
+    import demo.demo as demo
+
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        demo.main(["--config-file", PANOPTIC, "--input", str(tmp_path / "nope*.jpg"),
+                   "--output", str(tmp_path)])  # fmt: skip
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    with pytest.raises(OSError, match="broken.mp4"):
+        demo.main(["--config-file", PANOPTIC, "--video-input", str(broken),
+                   "--output", str(tmp_path)])  # fmt: skip

@@ -23,20 +23,25 @@ from .datasets.categories import (
     ADE20K_150_CATEGORIES,
     ADE20K_FULL_CATEGORIES,
     ADE20K_INSTANCE_CATEGORIES,
+    COCO_STUFF_171_CATEGORIES,
 )
 
 __all__ = [
     "ADE20K_FULL_IGNORE",
     "ADE20K_FULL_MAX_SIZE",
+    "COCO_STUFF_10K_VERSIONS",
     "ade20k_full_class_mask",
     "ade20k_full_resize_shape",
     "ade20k_full_train_ids",
     "ade20k_instances_from_annotation",
     "ade20k_panoptic_from_annotations",
+    "coco_stuff_10k_label_map",
     "prepare_ade20k_full_sem_seg",
     "prepare_ade20k_instance",
     "prepare_ade20k_panoptic",
     "prepare_ade20k_sem_seg",
+    "prepare_coco_stuff_10k_sem_seg",
+    "read_coco_stuff_10k_mat",
     "semantic_from_panoptic",
     "semantic_from_panoptic_image",
     "shift_ade20k_labels",
@@ -448,3 +453,155 @@ def semantic_from_panoptic(
         for job in jobs:
             _semantic_from_panoptic_file(*job)
     return len(jobs)
+
+
+# ------------------------------------------------------------------------- COCO-Stuff-10k
+# The two releases of COCO-Stuff-10k number the classes of the `S` label map differently
+# (nightrome/cocostuff10k README, "Label Names & Indices"):
+#   v1.0: 1 = unlabeled, 2..81 = the 80 annotated thing classes, 82..172 = the 91 stuff classes;
+#   v1.1: 0 = unlabeled, 1..182 = the COCO ids (91 thing ids, 11 of them never annotated, then
+#         the 91 stuff ids 92..182).
+# Both orders agree with COCO_STUFF_171_CATEGORIES (sorted by COCO id), whose position is the
+# detectron2 label, so v1.0 needs only a shift by 2 while v1.1 needs the id -> position table.
+# MaskFormer's official script reads v1.0; v1.1 is the release the dataset site now serves.
+COCO_STUFF_10K_VERSIONS = ("1.0", "1.1")
+
+
+def _coco_stuff_10k_lut(version: str) -> np.ndarray:
+    """Lookup table raw `S` value -> uint8 label; it has one entry per legal raw value."""
+    if version == "1.0":
+        lut = np.full(173, 255, dtype=np.uint8)  # 0 is never written by v1.0; checked below
+        lut[2:] = np.arange(171, dtype=np.uint8)
+        return lut
+    if version == "1.1":
+        lut = np.full(183, 255, dtype=np.uint8)  # unlabeled and the 11 unannotated thing ids
+        for label, cat in enumerate(COCO_STUFF_171_CATEGORIES):
+            lut[cat["id"]] = label
+        return lut
+    raise ValueError(
+        f"unknown COCO-Stuff-10k version {version!r}; expected one of {COCO_STUFF_10K_VERSIONS}"
+    )
+
+
+def coco_stuff_10k_label_map(
+    label_S: np.ndarray, version: str = "1.0", source: str = "<array>"
+) -> np.ndarray:
+    """COCO-Stuff-10k `S` label map (H, W) -> detectron2 labels, uint8 (H, W).
+
+    The label of a class is its index in COCO_STUFF_171_CATEGORIES (0..170); unlabeled pixels,
+    and in v1.1 the 11 COCO thing ids that have no annotations, become 255. `label_S` may have
+    any integer or float dtype (MATLAB stores doubles) but must hold whole numbers that the
+    release can contain: 1..172 for v1.0 (0 there means the file is not v1.0), 0..182 for v1.1.
+    """
+    lut = _coco_stuff_10k_lut(version)
+    label_S = np.asarray(label_S)
+    if label_S.ndim != 2:
+        raise ValueError(f"{source}: label map S must be 2-D (H, W), got shape {label_S.shape}")
+    if not (np.issubdtype(label_S.dtype, np.integer) or np.issubdtype(label_S.dtype, np.floating)):
+        raise ValueError(f"{source}: label map S must be numeric, got dtype {label_S.dtype}")
+    if label_S.size == 0:
+        raise ValueError(f"{source}: label map S is empty, shape {label_S.shape}")
+    if np.issubdtype(label_S.dtype, np.floating) and not np.all(np.mod(label_S, 1) == 0):
+        raise ValueError(f"{source}: label map S ({label_S.dtype}) holds non-integer values")
+    low = 1 if version == "1.0" else 0
+    lo, hi = label_S.min(), label_S.max()
+    if lo < low or hi >= len(lut):
+        raise ValueError(
+            f"{source}: label map S holds values {int(lo)}..{int(hi)}, outside "
+            f"{low}..{len(lut) - 1} of COCO-Stuff-10k v{version}"
+            + (
+                " (0 is 'unlabeled' in release 1.1: pass version '1.1', --release 1.1 in the tool)"
+                if version == "1.0" and lo == 0
+                else ""
+            )
+        )
+    return lut[label_S.astype(np.int64)]
+
+
+def read_coco_stuff_10k_mat(path: str | os.PathLike) -> np.ndarray:
+    """Read the label map `S` (H, W) from a COCO-Stuff-10k annotation `.mat` file.
+
+    Both MATLAB formats occur: classic (v5, read with scipy) and v7.3 (HDF5; the official script
+    reads it with h5py). HDF5 stores MATLAB's column-major array, so it comes back transposed.
+    """
+    import scipy.io
+
+    _require(path, "COCO-Stuff-10k annotation")
+    try:
+        mat = scipy.io.loadmat(path, variable_names=["S"])
+    except NotImplementedError:  # scipy's answer to a v7.3 (HDF5) file
+        try:
+            import h5py
+        except ImportError as e:
+            raise ValueError(
+                f"{path} is a MATLAB v7.3 (HDF5) file; reading it needs h5py (pip install h5py)"
+            ) from e
+        with h5py.File(path, "r") as f:
+            if "S" not in f:
+                raise ValueError(f"{path}: no variable 'S' (has {sorted(f.keys())})") from None
+            return np.asarray(f["S"]).T
+    except Exception as e:  # scipy raises many different types on junk; name the file
+        raise ValueError(f"{path}: not a readable MATLAB file ({type(e).__name__}: {e})") from e
+    if "S" not in mat:
+        # Only "S" was loaded (the real files also carry captions etc.); list what is there.
+        names = sorted(name for name, _, _ in scipy.io.whosmat(path))
+        raise ValueError(f"{path}: no variable 'S' (has {names})")
+    return mat["S"]
+
+
+def _read_coco_stuff_10k_list(path: Path) -> list[str]:
+    """Image names of an `imageLists/*.txt` (one per line, no extension; blank lines skipped)."""
+    _require(path, "COCO-Stuff-10k image list")
+    names = []
+    for line in path.read_text().splitlines():
+        name = line.strip()
+        if name:
+            names.append(name[: -len(".jpg")] if name.endswith(".jpg") else name)
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: lists some image names more than once")
+    return names
+
+
+def prepare_coco_stuff_10k_sem_seg(
+    dataset_dir: str | os.PathLike,
+    version: str = "1.0",
+    splits: Sequence[str] = ("train", "test"),
+) -> dict[str, int]:
+    """Convert an unzipped cocostuff-10k release into detectron2's semantic layout.
+
+    Reads `dataset_dir/imageLists/{split}.txt`, `images/{name}.jpg` and `annotations/{name}.mat`
+    and writes `images_detectron2/{split}/{name}.jpg` (a byte copy) and
+    `annotations_detectron2/{split}/{name}.png` (see :func:`coco_stuff_10k_label_map`), the
+    layout `register_coco_stuff_10k` reads. `version` is the release ("1.0" as in the official
+    script, or "1.1"). Every list is read before anything is written. Returns the count per split.
+    """
+    import shutil
+
+    _coco_stuff_10k_lut(version)  # reject a bad version before touching the disk
+    dataset_dir = Path(dataset_dir)
+    _require(dataset_dir, "COCO-Stuff-10k folder")
+    lists = {s: _read_coco_stuff_10k_list(dataset_dir / "imageLists" / f"{s}.txt") for s in splits}
+    counts = {}
+    for split, names in lists.items():
+        image_out = dataset_dir / "images_detectron2" / split
+        label_out = dataset_dir / "annotations_detectron2" / split
+        image_out.mkdir(parents=True, exist_ok=True)
+        label_out.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            image_path = dataset_dir / "images" / f"{name}.jpg"
+            mat_path = dataset_dir / "annotations" / f"{name}.mat"
+            _require(image_path, f"COCO-Stuff-10k image (listed in imageLists/{split}.txt)")
+            with Image.open(image_path) as im:  # reads the header only
+                width, height = im.size
+            label = coco_stuff_10k_label_map(
+                read_coco_stuff_10k_mat(mat_path), version, source=str(mat_path)
+            )
+            if label.shape != (height, width):
+                raise ValueError(
+                    f"{mat_path}: label map S is {label.shape} (H, W) but {image_path} is "
+                    f"{(height, width)}"
+                )
+            shutil.copyfile(image_path, image_out / f"{name}.jpg")
+            Image.fromarray(label).save(label_out / f"{name}.png")
+        counts[split] = len(names)
+    return counts

@@ -5,8 +5,8 @@ Mask2Former), under `$DETECTRON2_DATASETS`:
     coco/coco_stuff_10k/images_detectron2/{train,test}/*.jpg
     coco/coco_stuff_10k/annotations_detectron2/{train,test}/*.png  (label = index into
         COCO_STUFF_171_CATEGORIES, 255 = ignore)
-These folders come from MaskFormer's `datasets/prepare_coco_stuff_10k_v1.0_sem_seg.py`, which
-seg_zoo does not ship yet.
+These folders come from `tools/prepare_coco_stuff_10k_v1.0_sem_seg.py` (seg_zoo's version of
+MaskFormer's `datasets/prepare_coco_stuff_10k_v1.0_sem_seg.py`).
 """
 
 from ._paths import get_datasets_root, register_sem_seg_splits
@@ -14,7 +14,7 @@ from .categories import COCO_STUFF_171_CATEGORIES
 
 __all__ = ["COCO_STUFF_10K_SPLITS", "register_all_coco_stuff_10k"]
 
-_PRODUCER = "MaskFormer's datasets/prepare_coco_stuff_10k_v1.0_sem_seg.py (not in seg_zoo yet)"
+_PRODUCER = "tools/prepare_coco_stuff_10k_v1.0_sem_seg.py"
 
 COCO_STUFF_10K_SPLITS = {
     "coco_2017_train_stuff_10k_sem_seg": (
