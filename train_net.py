@@ -48,6 +48,10 @@ def main(args):
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         results = Trainer.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:
+            if len(cfg.DATASETS.TEST) == 1:
+                results = {cfg.DATASETS.TEST[0]: results}
+            results.update(Trainer.test_with_TTA(cfg, model))
         if comm.is_main_process():
             verify_results(cfg, results)
         return results

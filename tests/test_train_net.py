@@ -84,6 +84,18 @@ def test_eval_only_reproduces_the_final_evaluation(trained_panoptic):
         for key, value in results[task].items():
             assert again[task][key] == pytest.approx(value, abs=1e-6, nan_ok=True), (task, key)
 
+    # TEST.AUG with the test resize as its only view and no flip is the plain evaluation.
+    tta = train_net.main(
+        _args(
+            PANOPTIC, os.path.join(out, "tta"), "MODEL.WEIGHTS", weights,
+            "TEST.AUG.ENABLED", True, "TEST.AUG.MIN_SIZES", "(128,)",
+            "TEST.AUG.MAX_SIZE", 256, "TEST.AUG.FLIP", False, eval_only=True,
+        )
+    )  # fmt: skip
+    name = "synthetic_panoptic_val_with_sem_seg"
+    assert tta[name + "_TTA"]["sem_seg"]["mIoU"] == pytest.approx(results["sem_seg"]["mIoU"])
+    assert tta[name]["panoptic_seg"]["PQ"] == pytest.approx(results["panoptic_seg"]["PQ"])
+
 
 def test_predictor_and_demo_write_overlays(trained_panoptic, data_root, tmp_path):
     import demo.demo as demo

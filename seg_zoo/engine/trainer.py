@@ -18,6 +18,7 @@ What it changes from ``DefaultTrainer``:
 from __future__ import annotations
 
 import logging
+import os
 import weakref
 
 import torch
@@ -25,6 +26,7 @@ from detectron2.config import CfgNode
 from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.engine import DefaultTrainer, HookBase, TrainerBase, create_ddp_model
 from detectron2.engine.train_loop import AMPTrainer, SimpleTrainer
+from detectron2.evaluation import SemSegEvaluator
 from detectron2.projects.deeplab import build_lr_scheduler as deeplab_build_lr_scheduler
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -181,6 +183,27 @@ class Trainer(DefaultTrainer):
         if self.cfg.SEED >= 0:
             hooks.insert(0, ReseedModelRNG(self.cfg.SEED))
         return hooks
+
+    @classmethod
+    def test_with_TTA(cls, cfg, model):
+        """mIoU with ``TEST.AUG`` (multi-scale + flip) semantic TTA; result keys get "_TTA"."""
+        from collections import OrderedDict
+
+        from ..modeling.test_time_augmentation import SemanticSegmentorWithTTA
+
+        logger.info("evaluating with test-time augmentation (TEST.AUG)")
+        tta_model = SemanticSegmentorWithTTA(cfg, model)
+        # The TTA model produces sem_seg only: score it with mIoU whatever else the dataset has.
+        evaluators = [
+            SemSegEvaluator(
+                name, distributed=True, output_dir=os.path.join(cfg.OUTPUT_DIR, "inference_TTA")
+            )
+            for name in cfg.DATASETS.TEST
+        ]
+        results = cls.test(cfg, tta_model, evaluators)
+        if len(cfg.DATASETS.TEST) == 1:
+            results = {cfg.DATASETS.TEST[0]: results}
+        return OrderedDict((k + "_TTA", v) for k, v in results.items())
 
     # ---- resuming -----------------------------------------------------------------------
     def resume_or_load(self, resume: bool = True):
