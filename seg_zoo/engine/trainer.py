@@ -67,6 +67,8 @@ def create_ddp(model: torch.nn.Module) -> torch.nn.Module:
 # Mappers whose targets index thing classes only (COCO instance json); the others index all
 # classes, things and stuff, as Mask2Former's semantic and panoptic datasets do.
 _THING_ONLY_MAPPERS = frozenset({"mask_former_instance", "coco_instance_lsj"})
+# Meta-architectures whose class count is MODEL.ROI_HEADS.NUM_CLASSES.
+_DETECTOR_META_ARCHS = frozenset({"GeneralizedRCNN"})
 
 
 def check_num_classes(cfg: CfgNode) -> None:
@@ -78,26 +80,31 @@ def check_num_classes(cfg: CfgNode) -> None:
     """
     from detectron2.data import MetadataCatalog
 
-    num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
-    key = (
-        "thing_classes" if cfg.INPUT.DATASET_MAPPER_NAME in _THING_ONLY_MAPPERS else "stuff_classes"
-    )
+    if cfg.MODEL.META_ARCHITECTURE in _DETECTOR_META_ARCHS:
+        # detectron2's R-CNNs size their box/mask heads by ROI_HEADS.NUM_CLASSES (things).
+        config_key, num_classes = "MODEL.ROI_HEADS.NUM_CLASSES", cfg.MODEL.ROI_HEADS.NUM_CLASSES
+        key = "thing_classes"
+    else:
+        config_key = "MODEL.SEM_SEG_HEAD.NUM_CLASSES"
+        num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+        thing_only = cfg.INPUT.DATASET_MAPPER_NAME in _THING_ONLY_MAPPERS
+        key = "thing_classes" if thing_only else "stuff_classes"
     for name in cfg.DATASETS.TRAIN:
         classes = MetadataCatalog.get(name).get(key)
         if classes is None:
             continue
         if len(classes) > num_classes:
             raise ValueError(
-                f"dataset {name!r} has {len(classes)} {key} but MODEL.SEM_SEG_HEAD.NUM_CLASSES "
-                f"is {num_classes}; set MODEL.SEM_SEG_HEAD.NUM_CLASSES {len(classes)}"
+                f"dataset {name!r} has {len(classes)} {key} but {config_key} "
+                f"is {num_classes}; set {config_key} {len(classes)}"
             )
         if len(classes) < num_classes:
             logger.warning(
-                "dataset %r has %d %s and MODEL.SEM_SEG_HEAD.NUM_CLASSES is %d: the extra "
-                "outputs are never trained",
+                "dataset %r has %d %s and %s is %d: the extra outputs are never trained",
                 name,
                 len(classes),
                 key,
+                config_key,
                 num_classes,
             )
 
