@@ -21,6 +21,7 @@ def add_seg_zoo_config(cfg: CfgNode) -> None:
         add_deeplab_config(cfg)
     add_swin_config(cfg)
     add_maskformer2_config(cfg)
+    add_upernet_config(cfg)
 
 
 def load_config(config_file: str, opts: list[str] | tuple = ()) -> CfgNode:
@@ -195,3 +196,39 @@ def add_swin_config(cfg: CfgNode) -> None:
     cfg.MODEL.SWIN.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
     # Recompute each block in backward (gradient checkpointing) to save memory.
     cfg.MODEL.SWIN.USE_CHECKPOINT = False
+
+
+def add_upernet_config(cfg: CfgNode) -> None:
+    """Add MODEL.UPERNET.*, the keys of the UperNet head and its auxiliary FCN head.
+
+    Defaults are the Swin Transformer paper's ADE20K recipe (mmseg's UPerHead + FCNHead). The
+    class count, ignore label and main loss weight are MODEL.SEM_SEG_HEAD.{NUM_CLASSES,
+    IGNORE_VALUE, LOSS_WEIGHT}. Calling it twice is harmless.
+    """
+    from detectron2.config import CfgNode as CN
+
+    if hasattr(cfg.MODEL, "UPERNET"):
+        return
+    cfg.MODEL.UPERNET = CN()
+    # Backbone features the head fuses, finest first (the PPM runs on the coarsest).
+    cfg.MODEL.UPERNET.IN_FEATURES = ["res2", "res3", "res4", "res5"]
+    # Channels of the PPM, lateral, FPN and fusion convs.
+    cfg.MODEL.UPERNET.CHANNELS = 512
+    # Output sides of the pyramid pooling module's adaptive average pools.
+    cfg.MODEL.UPERNET.POOL_SCALES = [1, 2, 3, 6]
+    # Dropout2d before the 1x1 classifier of both heads.
+    cfg.MODEL.UPERNET.DROPOUT = 0.1
+    # Norm of every head conv (detectron2 get_norm: "SyncBN", "BN", "GN", ...; "" for none).
+    cfg.MODEL.UPERNET.NORM = "SyncBN"
+    # align_corners of every bilinear resize in the heads and the loss.
+    cfg.MODEL.UPERNET.ALIGN_CORNERS = False
+    # Backbone feature of the auxiliary FCN head (stage 3).
+    cfg.MODEL.UPERNET.AUX_IN_FEATURE = "res4"
+    # Channels of the auxiliary head's 3x3 conv.
+    cfg.MODEL.UPERNET.AUX_CHANNELS = 256
+    # Number of 3x3 conv blocks in the auxiliary head.
+    cfg.MODEL.UPERNET.AUX_NUM_CONVS = 1
+    # Weight of the auxiliary head's cross-entropy; 0 builds no auxiliary head.
+    cfg.MODEL.UPERNET.AUX_LOSS_WEIGHT = 0.4
+    # Images are padded to a multiple of it; negative: the backbone's own size_divisibility.
+    cfg.MODEL.UPERNET.SIZE_DIVISIBILITY = 32

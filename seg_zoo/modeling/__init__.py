@@ -2,6 +2,7 @@
 
 from . import (
     backbone,  # noqa: F401
+    heads,  # noqa: F401
     meta_arch,  # noqa: F401
     pixel_decoder,  # noqa: F401
     transformer_decoder,  # noqa: F401

@@ -1,0 +1,5 @@
+"""Semantic segmentation heads; importing this package registers them with detectron2."""
+
+from .upernet import FCNAuxHead, UperNetHead, per_pixel_cross_entropy
+
+__all__ = ["FCNAuxHead", "UperNetHead", "per_pixel_cross_entropy"]

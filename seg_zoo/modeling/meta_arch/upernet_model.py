@@ -1,0 +1,186 @@
+"""UperNet for semantic segmentation on any detectron2 backbone (Swin paper's ADE20K system).
+
+The backbone (Swin, ResNet, a ViT behind a simple feature pyramid, ...) is whatever
+``MODEL.BACKBONE.NAME`` builds; the decode head is ``MODEL.SEM_SEG_HEAD.NAME`` (normally
+``UperNetHead``) fed by the features ``MODEL.UPERNET.IN_FEATURES`` names; the auxiliary FCN head
+reads ``MODEL.UPERNET.AUX_IN_FEATURE`` and only adds a loss in training.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone, build_sem_seg_head
+from detectron2.modeling.postprocessing import sem_seg_postprocess
+from detectron2.structures import ImageList
+from torch import nn
+
+from ..heads.upernet import FCNAuxHead, per_pixel_cross_entropy
+
+
+@META_ARCH_REGISTRY.register()
+class UperNet(nn.Module):
+    """Backbone + UperNet decode head (+ auxiliary FCN head in training), per-pixel CE.
+
+    Training returns ``{"loss_sem_seg", "loss_sem_seg_aux"}`` (already weighted); inference
+    returns per image ``{"sem_seg": (K, height, width)}`` class probabilities in the size the
+    input dict asks for ("height"/"width", else the image's own), as detectron2's
+    ``SemanticSegmentor`` does (it returns logits; probabilities average better under TTA).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        sem_seg_head: nn.Module,
+        aux_head: nn.Module | None,
+        num_classes: int,
+        pixel_mean: tuple[float, ...],
+        pixel_std: tuple[float, ...],
+        size_divisibility: int = 32,
+        ignore_value: int = 255,
+        loss_weight: float = 1.0,
+        aux_loss_weight: float = 0.4,
+        align_corners: bool = False,
+    ):
+        """
+        Args:
+            backbone: any detectron2 backbone.
+            sem_seg_head: module whose ``layers(features)`` gives (N, K, h, w) logits.
+            aux_head: module mapping the features to auxiliary logits, or None.
+            num_classes: K; labels other than ``ignore_value`` must lie in [0, K).
+            pixel_mean, pixel_std: input normalisation, per channel.
+            size_divisibility: images (and labels) are padded to a multiple of it; negative
+                means the backbone's own ``size_divisibility``.
+            ignore_value: label of pixels that take no loss (also the label padding).
+            loss_weight, aux_loss_weight: weights of the main and auxiliary cross-entropies.
+            align_corners: of the bilinear resizes of the logits.
+        """
+        super().__init__()
+        self.backbone = backbone
+        self.sem_seg_head = sem_seg_head
+        self.aux_head = aux_head
+        self.num_classes = num_classes
+        if size_divisibility < 0:
+            size_divisibility = backbone.size_divisibility
+        self.size_divisibility = size_divisibility
+        self.ignore_value = ignore_value
+        self.loss_weight = loss_weight
+        self.aux_loss_weight = aux_loss_weight
+        self.align_corners = align_corners
+        if len(pixel_mean) != len(pixel_std):
+            raise ValueError(
+                f"MODEL.PIXEL_MEAN ({len(pixel_mean)} values) and MODEL.PIXEL_STD "
+                f"({len(pixel_std)} values) must have one value per channel each"
+            )
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg) -> dict:
+        backbone = build_backbone(cfg)
+        shapes = backbone.output_shape()
+        up = cfg.MODEL.UPERNET
+        aux = FCNAuxHead(cfg, shapes) if up.AUX_LOSS_WEIGHT > 0 else None
+        return {
+            "backbone": backbone,
+            "sem_seg_head": build_sem_seg_head(cfg, shapes),
+            "aux_head": aux,
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            "pixel_mean": tuple(cfg.MODEL.PIXEL_MEAN),
+            "pixel_std": tuple(cfg.MODEL.PIXEL_STD),
+            "size_divisibility": up.SIZE_DIVISIBILITY,
+            "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+            "loss_weight": cfg.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT,
+            "aux_loss_weight": up.AUX_LOSS_WEIGHT,
+            "align_corners": up.ALIGN_CORNERS,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def _images(self, batched_inputs: list[dict]) -> ImageList:
+        channels = self.pixel_mean.shape[0]
+        images = []
+        for i, x in enumerate(batched_inputs):
+            if "image" not in x:
+                raise KeyError(f"UperNet: input {i} has no 'image' (keys: {sorted(x)})")
+            image = x["image"]
+            if (
+                not isinstance(image, torch.Tensor)
+                or image.dim() != 3
+                or image.shape[0] != channels
+            ):
+                shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image)
+                raise ValueError(
+                    f"UperNet: input {i} 'image' must be a ({channels}, H, W) tensor, got {shape}"
+                )
+            images.append((image.to(self.device).float() - self.pixel_mean) / self.pixel_std)
+        return ImageList.from_tensors(images, self.size_divisibility)
+
+    def _targets(self, batched_inputs: list[dict], images: ImageList) -> torch.Tensor:
+        targets = []
+        for i, (x, size) in enumerate(zip(batched_inputs, images.image_sizes)):
+            if "sem_seg" not in x:
+                raise KeyError(
+                    f"UperNet: training input {i} has no 'sem_seg' label map; use a mapper that "
+                    f"writes one (INPUT.DATASET_MAPPER_NAME 'mask_former_semantic')"
+                )
+            sem_seg = x["sem_seg"]
+            if sem_seg.dtype.is_floating_point or sem_seg.dtype == torch.bool:
+                raise TypeError(
+                    f"UperNet: input {i} 'sem_seg' must hold integer labels, got {sem_seg.dtype}"
+                )
+            if tuple(sem_seg.shape) != tuple(size):
+                raise ValueError(
+                    f"UperNet: input {i} 'sem_seg' has shape {tuple(sem_seg.shape)} but its image "
+                    f"is {tuple(size)}"
+                )
+            targets.append(sem_seg.to(self.device).long())
+        padded = ImageList.from_tensors(
+            targets, self.size_divisibility, pad_value=self.ignore_value
+        ).tensor
+        labelled = padded[padded != self.ignore_value]
+        if labelled.numel() and (labelled.min() < 0 or labelled.max() >= self.num_classes):
+            raise ValueError(
+                f"UperNet: 'sem_seg' labels must be in [0, {self.num_classes}) or "
+                f"{self.ignore_value} (ignored); found {int(labelled.min())}..{int(labelled.max())}"
+                f" (MODEL.SEM_SEG_HEAD.NUM_CLASSES / IGNORE_VALUE)"
+            )
+        return padded
+
+    def forward(self, batched_inputs: list[dict]):
+        """
+        Args:
+            batched_inputs: per image, "image" (C, H, W) and, in training, "sem_seg" (H, W)
+                integer labels; in inference, optionally "height" and "width" of the output.
+        """
+        images = self._images(batched_inputs)
+        features = self.backbone(images.tensor)
+        logits = self.sem_seg_head.layers(features)
+
+        if self.training:
+            targets = self._targets(batched_inputs, images)
+            ce = per_pixel_cross_entropy(logits, targets, self.ignore_value, self.align_corners)
+            losses = {"loss_sem_seg": ce * self.loss_weight}
+            if self.aux_head is not None:
+                aux = per_pixel_cross_entropy(
+                    self.aux_head(features), targets, self.ignore_value, self.align_corners
+                )
+                losses["loss_sem_seg_aux"] = aux * self.aux_loss_weight
+            return losses
+
+        # Upsample to the padded batch, then crop each image's own area and resize it.
+        logits = F.interpolate(
+            logits, size=images.tensor.shape[-2:], mode="bilinear", align_corners=self.align_corners
+        )
+        results = []
+        for result, x, size in zip(logits, batched_inputs, images.image_sizes):
+            height = x.get("height", size[0])
+            width = x.get("width", size[1])
+            result = sem_seg_postprocess(result, size, height, width)
+            results.append({"sem_seg": result.softmax(dim=0)})
+        return results
