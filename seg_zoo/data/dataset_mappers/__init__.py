@@ -58,6 +58,7 @@ from .coco_instance_new_baseline_dataset_mapper import (  # noqa: E402
 from .coco_panoptic_new_baseline_dataset_mapper import (  # noqa: E402
     COCOPanopticNewBaselineDatasetMapper,
 )
+from .detectron2_dataset_mapper import Detectron2DatasetMapper  # noqa: E402, F401
 from .mask_former_instance_dataset_mapper import MaskFormerInstanceDatasetMapper  # noqa: E402
 from .mask_former_panoptic_dataset_mapper import MaskFormerPanopticDatasetMapper  # noqa: E402
 from .mask_former_semantic_dataset_mapper import MaskFormerSemanticDatasetMapper  # noqa: E402
