@@ -7,6 +7,8 @@ import logging
 import numpy as np
 from detectron2.checkpoint import DetectionCheckpointer
 
+from ..model_zoo.safe_load import load_checkpoint_file
+
 logger = logging.getLogger(__name__)
 
 # Parameters whose first dimension is the number of classes (+1 for "no object").
@@ -37,12 +39,23 @@ def class_count_hints(checkpoint_state: dict, model_state: dict) -> list[str]:
 
 
 class Checkpointer(DetectionCheckpointer):
-    """``DetectionCheckpointer`` that adds a NUM_CLASSES hint to detectron2's mismatch report.
+    """``DetectionCheckpointer`` with safe loading and a NUM_CLASSES hint.
 
-    detectron2 already lists missing keys, unexpected keys and shape mismatches (the latter
-    are skipped, not loaded); this adds which config key to change when the mismatch is the
-    class head.
+    Files are read by :func:`seg_zoo.model_zoo.safe_load.load_checkpoint_file`: ``.pkl``
+    through a restricted unpickler (dicts, lists, numbers, strings, numpy arrays only; a
+    refused global is named; ``SEG_ZOO_TRUST_PICKLES=1`` opts out for trusted files), others
+    through ``torch.load(weights_only=True)``. detectron2 already lists missing keys,
+    unexpected keys and shape mismatches (the latter are skipped, not loaded); this adds
+    which config key to change when the mismatch is the class head.
     """
+
+    def _load_file(self, filename):
+        if filename.endswith((".pkl", ".pyth")):
+            return load_checkpoint_file(filename)
+        return super()._load_file(filename)  # keeps detectron2's ?matching_heuristics=True
+
+    def _torch_load(self, f):
+        return load_checkpoint_file(f)
 
     def _load_model(self, checkpoint):
         hints = class_count_hints(checkpoint.get("model", {}), self.model.state_dict())
