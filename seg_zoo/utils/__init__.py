@@ -1,0 +1,1 @@
+"""Utilities that sit beside the model rather than inside it (FLOP counting)."""
