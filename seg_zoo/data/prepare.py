@@ -605,3 +605,177 @@ def prepare_coco_stuff_10k_sem_seg(
             Image.fromarray(label).save(label_out / f"{name}.png")
         counts[split] = len(names)
     return counts
+
+
+# ----------------------------------------------------------------------------- Pascal Context
+# Pascal Context ships one 459-class label map per PASCAL VOC 2010 train/val image
+# (trainval.tar.gz: trainval/<image id>.mat holding `LabelMap`, values = the ids of labels.txt;
+# 0 never names a class). The 59-class benchmark keeps the 59 most frequent classes and ignores
+# every other pixel. Its train/val split is VOC 2010's main split (4998 / 5105 images), so the
+# default lists are ImageSets/Main/{split}.txt of the VOC release; the lists mmsegmentation
+# writes (ImageSets/SegmentationContext/{split}.txt) or ov-seg's pascalcontext_val.txt hold the
+# same ids and can be passed instead. The official ov-seg script converts the same .mat files;
+# the Detail-API route (trainval_merged.json) gives the same 459 ids but needs a compiled extra
+# package, so seg_zoo reads the .mat files only.
+PASCAL_CONTEXT_NUM_459 = 459
+__all__ += [
+    "PASCAL_CONTEXT_DEFAULT_SPLIT_LISTS",
+    "check_pascal_context_labels_txt",
+    "pascal_context_59_label_map",
+    "prepare_pascal_context_59",
+    "read_pascal_context_mat",
+]
+PASCAL_CONTEXT_DEFAULT_SPLIT_LISTS = {
+    "train": "ImageSets/Main/train.txt",
+    "val": "ImageSets/Main/val.txt",
+}
+
+
+def _pascal_context_59_lut() -> np.ndarray:
+    """Lookup table 459-class id (0..459) -> 59-class label, 255 for every other id."""
+    from .datasets.categories.pascal_context import PASCAL_CONTEXT_59_CATEGORIES
+
+    lut = np.full(PASCAL_CONTEXT_NUM_459 + 1, 255, dtype=np.uint8)
+    for label, cat in enumerate(PASCAL_CONTEXT_59_CATEGORIES):
+        lut[cat["id"]] = label
+    return lut
+
+
+def pascal_context_59_label_map(label_map: np.ndarray, source: str = "<array>") -> np.ndarray:
+    """Pascal Context 459-class `LabelMap` (H, W) -> 59-class labels, uint8 (H, W).
+
+    A class's label is its index in PASCAL_CONTEXT_59_CATEGORIES (0..58); the other 400 classes
+    and 0 become 255 (ignore). Any integer or float dtype is accepted (MATLAB files may store
+    doubles) as long as the values are whole numbers in 0..459.
+    """
+    label_map = np.asarray(label_map)
+    if label_map.ndim != 2:
+        raise ValueError(f"{source}: LabelMap must be 2-D (H, W), got shape {label_map.shape}")
+    is_int = np.issubdtype(label_map.dtype, np.integer)
+    if not (is_int or np.issubdtype(label_map.dtype, np.floating)):
+        raise ValueError(f"{source}: LabelMap must be numeric, got dtype {label_map.dtype}")
+    if label_map.size == 0:
+        raise ValueError(f"{source}: LabelMap is empty, shape {label_map.shape}")
+    if not is_int and not np.all(np.mod(label_map, 1) == 0):
+        raise ValueError(f"{source}: LabelMap ({label_map.dtype}) holds non-integer values")
+    lo, hi = label_map.min(), label_map.max()
+    if lo < 0 or hi > PASCAL_CONTEXT_NUM_459:
+        raise ValueError(
+            f"{source}: LabelMap holds values {int(lo)}..{int(hi)}, outside the "
+            f"0..{PASCAL_CONTEXT_NUM_459} of Pascal Context's 459-class labels"
+        )
+    return _pascal_context_59_lut()[label_map.astype(np.int64)]
+
+
+def read_pascal_context_mat(path: str | os.PathLike) -> np.ndarray:
+    """Read the 459-class `LabelMap` (H, W) from a Pascal Context `trainval/*.mat` file."""
+    import scipy.io
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"missing Pascal Context label file: {path} (it comes from the Pascal Context "
+            "release, trainval.tar.gz, unpacked into VOCdevkit/VOC2010/trainval)"
+        )
+    try:
+        mat = scipy.io.loadmat(path, variable_names=["LabelMap"])
+    except Exception as e:  # scipy raises many different types on junk; name the file
+        raise ValueError(f"{path}: not a readable MATLAB file ({type(e).__name__}: {e})") from e
+    if "LabelMap" not in mat:
+        names = sorted(name for name, _, _ in scipy.io.whosmat(path))
+        raise ValueError(f"{path}: no variable 'LabelMap' (has {names})")
+    return mat["LabelMap"]
+
+
+def check_pascal_context_labels_txt(path: str | os.PathLike) -> None:
+    """Check that a release's `labels.txt` ("id: name" lines) numbers the 59 classes as we do.
+
+    The id -> class table is data kept in seg_zoo; a release numbered differently would convert
+    silently into wrong labels, so the conversion checks it whenever labels.txt is present.
+    Names are compared without spaces or case ("potted plant" == "pottedplant").
+    """
+    from .datasets.categories.pascal_context import PASCAL_CONTEXT_59_CATEGORIES
+
+    names = {}
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+        key, sep, name = line.partition(":")
+        if not sep:  # blank or free text; a file without the 59 ids fails the check below
+            continue
+        if not key.strip().isdigit():
+            raise ValueError(f"{path}:{lineno}: expected 'id: name', got {line!r}")
+        names[int(key)] = name.strip()
+
+    def norm(s: str) -> str:
+        return s.replace(" ", "").lower()
+
+    for cat in PASCAL_CONTEXT_59_CATEGORIES:
+        found = names.get(cat["id"])
+        if found is None or norm(found) != norm(cat["name"]):
+            raise ValueError(
+                f"{path}: id {cat['id']} is {found!r}, but seg_zoo's 59-class table "
+                f"(seg_zoo/data/datasets/categories/pascal_context.py) expects {cat['name']!r}; "
+                "this release numbers its classes differently"
+            )
+
+
+def _read_id_list(path: Path, what: str) -> list[str]:
+    """Image ids of a split list: first column of each non-blank line, no folder or extension."""
+    _require(path, what)
+    ids = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            ids.append(Path(line.split()[0]).stem)
+    if not ids:
+        raise ValueError(f"{path}: {what} lists no images")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: {what} lists some image ids more than once")
+    return ids
+
+
+def prepare_pascal_context_59(
+    voc2010_dir: str | os.PathLike,
+    splits: Sequence[str] = ("train", "val"),
+    split_lists: dict[str, str | os.PathLike] | None = None,
+) -> dict[str, int]:
+    """Convert Pascal Context's 459-class `.mat` labels into 59-class PNGs for detectron2.
+
+    Reads, under `voc2010_dir` (VOCdevkit/VOC2010): the split lists (default
+    PASCAL_CONTEXT_DEFAULT_SPLIT_LISTS; `split_lists` maps a split to another list, relative to
+    `voc2010_dir` or absolute), `JPEGImages/{id}.jpg` (size check only) and `trainval/{id}.mat`;
+    writes `annotations_detectron2/pc59_{split}/{id}.png` (see
+    :func:`pascal_context_59_label_map`), the layout `register_pascal_context` reads. When
+    `labels.txt` is present its numbering is checked first. Every list is read before anything
+    is written. Returns the number of label maps written per split.
+    """
+    voc2010_dir = Path(voc2010_dir)
+    _require(voc2010_dir, "VOCdevkit/VOC2010 folder")
+    labels_txt = voc2010_dir / "labels.txt"
+    if labels_txt.is_file():
+        check_pascal_context_labels_txt(labels_txt)
+    lists = dict(PASCAL_CONTEXT_DEFAULT_SPLIT_LISTS)
+    lists.update(split_lists or {})
+    ids = {}
+    for split in splits:
+        if split not in lists:
+            raise ValueError(
+                f"no image list for split {split!r}: known {sorted(lists)}; pass split_lists"
+            )
+        ids[split] = _read_id_list(voc2010_dir / lists[split], f"{split} image list")
+    counts = {}
+    for split, names in ids.items():
+        out_dir = voc2010_dir / "annotations_detectron2" / f"pc59_{split}"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            image_path = voc2010_dir / "JPEGImages" / f"{name}.jpg"
+            mat_path = voc2010_dir / "trainval" / f"{name}.mat"
+            _require(image_path, f"VOC 2010 image (listed for split {split!r})")
+            with Image.open(image_path) as im:  # reads the header only
+                width, height = im.size
+            label = pascal_context_59_label_map(read_pascal_context_mat(mat_path), str(mat_path))
+            if label.shape != (height, width):
+                raise ValueError(
+                    f"{mat_path}: LabelMap is {label.shape} (H, W) but {image_path} is "
+                    f"{(height, width)}"
+                )
+            Image.fromarray(label).save(out_dir / f"{name}.png")
+        counts[split] = len(names)
+    return counts
