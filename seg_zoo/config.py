@@ -22,6 +22,8 @@ def add_seg_zoo_config(cfg: CfgNode) -> None:
     add_swin_config(cfg)
     add_maskformer2_config(cfg)
     add_upernet_config(cfg)
+    add_segmenter_config(cfg)
+    add_vit_config(cfg)
 
 
 def load_config(config_file: str, opts: list[str] | tuple = ()) -> CfgNode:
@@ -232,3 +234,66 @@ def add_upernet_config(cfg: CfgNode) -> None:
     cfg.MODEL.UPERNET.AUX_LOSS_WEIGHT = 0.4
     # Images are padded to a multiple of it; negative: the backbone's own size_divisibility.
     cfg.MODEL.UPERNET.SIZE_DIVISIBILITY = 32
+
+
+def add_segmenter_config(cfg: CfgNode) -> None:
+    """Add MODEL.SEGMENTER.* (Segmenter's decoders and sliding-window inference).
+
+    Defaults are the official ADE20K recipe. The decoder is ``MODEL.SEM_SEG_HEAD.NAME``
+    (``SegmenterLinearDecoder`` or ``SegmenterMaskTransformer``); classes and the ignored label
+    are MODEL.SEM_SEG_HEAD.{NUM_CLASSES, IGNORE_VALUE}. Calling it twice is harmless.
+    """
+    from detectron2.config import CfgNode as CN
+
+    if hasattr(cfg.MODEL, "SEGMENTER"):
+        return
+    cfg.MODEL.SEGMENTER = CN()
+    # Backbone output the decoder reads: the ViT's patch-token map.
+    cfg.MODEL.SEGMENTER.IN_FEATURE = "vit"
+    # Transformer blocks of the Mask Transformer decoder.
+    cfg.MODEL.SEGMENTER.N_LAYERS = 2
+    # Dropout inside the Mask Transformer's blocks (attention weights, projections, MLP).
+    cfg.MODEL.SEGMENTER.DROPOUT = 0.1
+    # Stochastic depth of the Mask Transformer's blocks (the encoder has MODEL.VIT's).
+    cfg.MODEL.SEGMENTER.DROP_PATH_RATE = 0.0
+    # Side of the square sliding window of inference (the training crop).
+    cfg.MODEL.SEGMENTER.WINDOW_SIZE = 512
+    # Step between sliding windows; smaller than the window makes them overlap.
+    cfg.MODEL.SEGMENTER.WINDOW_STRIDE = 512
+
+
+def add_vit_config(cfg: CfgNode) -> None:
+    """Add MODEL.VIT.*, the keys of the plain ViT backbone (``build_vit_backbone``).
+
+    Defaults are ViT-Base/16 at 224 with Segmenter's stochastic depth. Calling it twice is
+    harmless.
+    """
+    from detectron2.config import CfgNode as CN
+
+    if hasattr(cfg.MODEL, "VIT"):
+        return
+    cfg.MODEL.VIT = CN()
+    # Token width D (Tiny 192, Small 384, Base 768, Large 1024).
+    cfg.MODEL.VIT.EMBED_DIM = 768
+    # Number of transformer blocks (12; Large 24).
+    cfg.MODEL.VIT.DEPTH = 12
+    # Attention heads per block (Tiny 3, Small 6, Base 12, Large 16).
+    cfg.MODEL.VIT.NUM_HEADS = 12
+    # Side of the square patches: the output stride and the backbone's size_divisibility.
+    cfg.MODEL.VIT.PATCH_SIZE = 16
+    # Hidden width of the block MLP relative to D.
+    cfg.MODEL.VIT.MLP_RATIO = 4.0
+    # Learn a bias in the query/key/value projection.
+    cfg.MODEL.VIT.QKV_BIAS = True
+    # Stochastic depth of the last block; it grows linearly from 0 over the blocks.
+    cfg.MODEL.VIT.DROP_PATH_RATE = 0.1
+    # Dropout after the position embedding, on attention weights and in the blocks.
+    cfg.MODEL.VIT.DROP_RATE = 0.0
+    # Add DeiT's distillation token after the class token (DeiT checkpoints carry one).
+    cfg.MODEL.VIT.DISTILLED = False
+    # Image side the stored position embedding is for (grid PRETRAIN_IMG_SIZE // PATCH_SIZE).
+    cfg.MODEL.VIT.PRETRAIN_IMG_SIZE = 224
+    # LayerNorm epsilon: 1e-6 as timm's ViT; 1e-5 reproduces official Segmenter checkpoints.
+    cfg.MODEL.VIT.NORM_EPS = 1e-6
+    # Run-time position-embedding resampling: "bicubic" (timm) or "bilinear" (official Segmenter).
+    cfg.MODEL.VIT.POS_EMBED_INTERPOLATION = "bicubic"

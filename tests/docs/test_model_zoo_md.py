@@ -28,7 +28,7 @@ REFERENCE = Path(os.environ.get("SEG_ZOO_REFERENCE", "/work/shared/reference")) 
 # Official model configs: the same selection as tests/configs/test_official_configs.py
 # (no Base-*, no synthetic/), since those are exactly the models of the official zoo.
 # Folders of the same tree that hold seg_zoo's other systems (not the official Mask2Former zoo).
-OTHER_SYSTEMS = {"upernet", "swin_rcnn"}
+OTHER_SYSTEMS = {"upernet", "swin_rcnn", "segmenter"}
 OFFICIAL_MODELS = sorted(
     str(p.relative_to(CONFIGS))
     for p in CONFIGS.glob("*/*-segmentation/**/*.yaml")

@@ -8,6 +8,7 @@ from .postprocessing import (
     panoptic_inference,
     semantic_inference,
 )
+from .segmenter import Segmenter  # noqa: F401
 from .upernet_model import UperNet  # noqa: F401
 
 __all__ = [

@@ -17,6 +17,7 @@ from detectron2.structures import ImageList
 from torch import nn
 
 from ..heads.upernet import FCNAuxHead, per_pixel_cross_entropy
+from .semantic_inputs import normalised_images, register_pixel_stats, semantic_targets
 
 
 @META_ARCH_REGISTRY.register()
@@ -70,13 +71,7 @@ class UperNet(nn.Module):
         self.loss_weight = loss_weight
         self.aux_loss_weight = aux_loss_weight
         self.align_corners = align_corners
-        if len(pixel_mean) != len(pixel_std):
-            raise ValueError(
-                f"MODEL.PIXEL_MEAN ({len(pixel_mean)} values) and MODEL.PIXEL_STD "
-                f"({len(pixel_std)} values) must have one value per channel each"
-            )
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        register_pixel_stats(self, pixel_mean, pixel_std)
 
     @classmethod
     def from_config(cls, cfg) -> dict:
@@ -103,54 +98,18 @@ class UperNet(nn.Module):
         return self.pixel_mean.device
 
     def _images(self, batched_inputs: list[dict]) -> ImageList:
-        channels = self.pixel_mean.shape[0]
-        images = []
-        for i, x in enumerate(batched_inputs):
-            if "image" not in x:
-                raise KeyError(f"UperNet: input {i} has no 'image' (keys: {sorted(x)})")
-            image = x["image"]
-            if (
-                not isinstance(image, torch.Tensor)
-                or image.dim() != 3
-                or image.shape[0] != channels
-            ):
-                shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image)
-                raise ValueError(
-                    f"UperNet: input {i} 'image' must be a ({channels}, H, W) tensor, got {shape}"
-                )
-            images.append((image.to(self.device).float() - self.pixel_mean) / self.pixel_std)
+        images = normalised_images(batched_inputs, self.pixel_mean, self.pixel_std, "UperNet")
         return ImageList.from_tensors(images, self.size_divisibility)
 
     def _targets(self, batched_inputs: list[dict], images: ImageList) -> torch.Tensor:
-        targets = []
-        for i, (x, size) in enumerate(zip(batched_inputs, images.image_sizes)):
-            if "sem_seg" not in x:
-                raise KeyError(
-                    f"UperNet: training input {i} has no 'sem_seg' label map; use a mapper that "
-                    f"writes one (INPUT.DATASET_MAPPER_NAME 'mask_former_semantic')"
-                )
-            sem_seg = x["sem_seg"]
-            if sem_seg.dtype.is_floating_point or sem_seg.dtype == torch.bool:
-                raise TypeError(
-                    f"UperNet: input {i} 'sem_seg' must hold integer labels, got {sem_seg.dtype}"
-                )
-            if tuple(sem_seg.shape) != tuple(size):
-                raise ValueError(
-                    f"UperNet: input {i} 'sem_seg' has shape {tuple(sem_seg.shape)} but its image "
-                    f"is {tuple(size)}"
-                )
-            targets.append(sem_seg.to(self.device).long())
-        padded = ImageList.from_tensors(
-            targets, self.size_divisibility, pad_value=self.ignore_value
-        ).tensor
-        labelled = padded[padded != self.ignore_value]
-        if labelled.numel() and (labelled.min() < 0 or labelled.max() >= self.num_classes):
-            raise ValueError(
-                f"UperNet: 'sem_seg' labels must be in [0, {self.num_classes}) or "
-                f"{self.ignore_value} (ignored); found {int(labelled.min())}..{int(labelled.max())}"
-                f" (MODEL.SEM_SEG_HEAD.NUM_CLASSES / IGNORE_VALUE)"
-            )
-        return padded
+        return semantic_targets(
+            batched_inputs,
+            images,
+            size_divisibility=self.size_divisibility,
+            ignore_value=self.ignore_value,
+            num_classes=self.num_classes,
+            owner="UperNet",
+        )
 
     def forward(self, batched_inputs: list[dict]):
         """
