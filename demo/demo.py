@@ -31,6 +31,7 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 
 import seg_zoo  # noqa: F401  (registers models and datasets)
 from seg_zoo.config import load_config
+from seg_zoo.engine import Checkpointer
 
 TASKS = ("panoptic", "instance", "semantic")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -63,6 +64,23 @@ def setup_cfg(args):
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     return cfg
+
+
+def build_predictor(cfg) -> DefaultPredictor:
+    """detectron2's ``DefaultPredictor``, with the weights read by seg_zoo's checkpointer.
+
+    ``DefaultPredictor`` would unpickle a ``.pkl`` with the plain pickle module; seg_zoo's
+    ``Checkpointer`` reads it through the restricted unpickler (and resolves ``seg_zoo://``).
+    """
+    unloaded = cfg.clone()
+    unloaded.defrost()
+    unloaded.MODEL.WEIGHTS = ""
+    unloaded.freeze()
+    predictor = DefaultPredictor(unloaded)
+    if cfg.MODEL.WEIGHTS:
+        Checkpointer(predictor.model).load(cfg.MODEL.WEIGHTS)
+    predictor.cfg = cfg
+    return predictor
 
 
 def expand_inputs(inputs: list[str]) -> list[str]:
@@ -179,7 +197,7 @@ def main(argv: list[str] | None = None) -> list[str]:
         raise SystemExit("give exactly one of --input and --video-input")
     cfg = setup_cfg(args)
     os.makedirs(args.output, exist_ok=True)
-    predictor = DefaultPredictor(cfg)
+    predictor = build_predictor(cfg)
     name = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused"
     metadata = MetadataCatalog.get(name)
     if args.video_input:
