@@ -1,5 +1,6 @@
 """Semantic segmentation heads; importing this package registers them with detectron2."""
 
+from .panoptic_segmenter import PanopticSegmenterHead  # noqa: F401
 from .segmenter import SegmenterLinearDecoder, SegmenterMaskTransformer  # noqa: F401
 from .upernet import FCNAuxHead, UperNetHead, per_pixel_cross_entropy
 

@@ -82,6 +82,24 @@ class SegmenterLinearDecoder(nn.Module):
         return torch.einsum("ndhw,kd->nkhw", x, self.head.weight) + self.head.bias.view(1, -1, 1, 1)
 
 
+def mask_transformer_blocks(
+    d_model: int,
+    n_heads: int,
+    n_layers: int,
+    mlp_ratio: float,
+    dropout: float,
+    drop_path_rate: float,
+) -> nn.ModuleList:
+    """The Mask Transformer's blocks: the ViT's block (names norm1, attn.qkv, attn.proj, norm2,
+    mlp.fc1, mlp.fc2) with torch's default LayerNorm eps, as the official decoder (not timm's
+    1e-6); stochastic depth linear in the block index (plain floats: builds on meta too)."""
+    rates = [drop_path_rate * i / max(n_layers - 1, 1) for i in range(n_layers)]
+    return nn.ModuleList(
+        Block(d_model, n_heads, mlp_ratio, drop=dropout, drop_path=rate, norm_eps=1e-5)
+        for rate in rates
+    )
+
+
 @SEM_SEG_HEADS_REGISTRY.register()
 class SegmenterMaskTransformer(nn.Module):
     """The paper's Mask Transformer: class embeddings decoded jointly with the patch tokens.
@@ -125,13 +143,8 @@ class SegmenterMaskTransformer(nn.Module):
         self.in_feature = in_feature
         self.in_channels = in_channels
         self.num_classes = num_classes
-        # linear in the block index, as the official decoder (plain floats: builds on meta too)
-        rates = [drop_path_rate * i / max(n_layers - 1, 1) for i in range(n_layers)]
-        # The ViT's block (same names: norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2);
-        # the official decoder uses torch's default LayerNorm eps, not timm's 1e-6.
-        self.blocks = nn.ModuleList(
-            Block(d_model, n_heads, mlp_ratio, drop=dropout, drop_path=rate, norm_eps=1e-5)
-            for rate in rates
+        self.blocks = mask_transformer_blocks(
+            d_model, n_heads, n_layers, mlp_ratio, dropout, drop_path_rate
         )
         self.cls_emb = nn.Parameter(torch.randn(1, num_classes, d_model))
         self.proj_dec = nn.Linear(in_channels, d_model)
