@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from panopticapi.utils import rgb2id
 from PIL import Image
 
 from .datasets.categories import (
@@ -386,8 +387,7 @@ def semantic_from_panoptic_image(
     """(H, W, 3) panoptic PNG -> (H, W) uint8 semantic map; unlisted segment ids -> 255."""
     if panoptic_rgb.ndim != 3 or panoptic_rgb.shape[2] < 3:
         raise ValueError(f"{source}: panoptic PNG must be (H, W, 3), got {panoptic_rgb.shape}")
-    rgb = panoptic_rgb[..., :3].astype(np.int64)
-    ids = rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+    ids = rgb2id(panoptic_rgb[..., :3].astype(np.int64))
     out = np.full(ids.shape, 255, dtype=np.uint8)
     for seg in segments:
         if seg["category_id"] not in id_map:

@@ -37,6 +37,7 @@ __all__ = [
     "interpolate_relative_position_bias_table",
     "convert_file",
     "load_source_state_dict",
+    "unwrap_state_dict",
     "save_d2_checkpoint",
     "swin_window_size_of_table",
 ]
@@ -49,7 +50,7 @@ Log = Callable[[str], None]
 # --------------------------------------------------------------------------------------------
 # Reading and writing files
 # --------------------------------------------------------------------------------------------
-def _unwrap(obj, source: str) -> dict[str, Tensor]:
+def unwrap_state_dict(obj, source: str) -> dict[str, Tensor]:
     """The state_dict inside a loaded checkpoint, with every value checked to be a tensor.
 
     Microsoft's Swin releases store ``{"model": state_dict}`` and training scripts often
@@ -100,12 +101,12 @@ def load_source_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
             obj = load_file(str(path), device="cpu")
         except Exception as e:  # safetensors raises its own SafetensorError and OSError
             raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
-        return _unwrap(obj, str(path))
+        return unwrap_state_dict(obj, str(path))
     try:
         obj = load_torch_file(path)
     except CheckpointLoadError as e:
         raise ValueError(str(e)) from e
-    return _unwrap(obj, str(path))
+    return unwrap_state_dict(obj, str(path))
 
 
 def save_d2_checkpoint(
@@ -269,7 +270,7 @@ def convert_swin_to_d2(
 
     if window_size is not None and (not isinstance(window_size, int) or window_size < 1):
         raise ValueError(f"window_size must be a positive int, got {window_size!r}")
-    source = _unwrap(state_dict, "Swin state_dict")
+    source = unwrap_state_dict(state_dict, "Swin state_dict")
     keys = []
     renamed = {}
     for key, value in source.items():
@@ -382,7 +383,7 @@ def convert_torchvision_resnet_to_d2(
     ``MODEL.RESNETS.STRIDE_IN_1X1 False``, and it expects RGB input normalized by ImageNet's
     mean/std (``INPUT.FORMAT "RGB"``, ``MODEL.PIXEL_MEAN/STD``), as Mask2Former's R50 configs set.
     """
-    source = _unwrap(state_dict, "ResNet state_dict")
+    source = unwrap_state_dict(state_dict, "ResNet state_dict")
     out: dict[str, Tensor] = {}
     dropped, unknown = [], []
     for key, value in source.items():

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from seg_zoo.modeling.backbone.vit import resize_pos_embed
 
-from .convert import _unwrap, load_source_state_dict
+from .convert import load_source_state_dict, unwrap_state_dict
 
 __all__ = ["convert_timm_vit", "convert_timm_vit_file"]
 
@@ -94,7 +94,7 @@ def convert_timm_vit(
         A new dict; names are unchanged. Raises ValueError naming the key at fault for an
         entry that is not part of a ViT, or a ``pos_embed`` that is not on a square grid.
     """
-    source = _unwrap(state_dict, "timm ViT state_dict")
+    source = unwrap_state_dict(state_dict, "timm ViT state_dict")
     source = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in source.items()}
     if "pos_embed" not in source or "patch_embed.proj.weight" not in source:
         raise ValueError(

@@ -56,9 +56,11 @@ import shutil
 import cv2
 import numpy as np
 from detectron2.data.datasets import load_coco_json, load_sem_seg
+from panopticapi.utils import id2rgb
 from PIL import Image
 from pycocotools import mask as mask_util
 
+from ..prepare import semantic_from_panoptic_image
 from ._paths import get_datasets_root, register_replacing, require_path
 from .register_coco_panoptic_annos_semseg import (
     load_coco_panoptic_json,
@@ -76,9 +78,6 @@ __all__ = [
     "CITYSCAPES_CITIES",
     "synthetic_dir",
     "get_synthetic_metadata",
-    "rgb_to_panoptic_id",
-    "panoptic_id_to_rgb",
-    "semantic_from_panoptic",
     "render_scene",
     "generate_synthetic_dataset",
     "register_all_synthetic",
@@ -145,41 +144,15 @@ def get_synthetic_metadata() -> dict:
     return panoptic_metadata_from_categories(SYNTHETIC_CATEGORIES)
 
 
-def rgb_to_panoptic_id(rgb: np.ndarray) -> np.ndarray:
-    """COCO panoptic PNG (H, W, 3) uint8 -> segment ids (H, W) int64: R + 256 G + 256^2 B."""
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) panoptic PNG array, got shape {rgb.shape}")
-    rgb = rgb.astype(np.int64)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
-
-
-def panoptic_id_to_rgb(ids: np.ndarray) -> np.ndarray:
-    """Segment ids (H, W) -> COCO panoptic RGB (H, W, 3) uint8; inverse of rgb_to_panoptic_id."""
-    ids = np.asarray(ids, dtype=np.int64)
-    if ids.min(initial=0) < 0 or ids.max(initial=0) >= 256**3:
-        raise ValueError("panoptic segment ids must lie in [0, 256^3)")
-    return np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=-1).astype(np.uint8)
-
-
-def semantic_from_panoptic(
+def semantic_from_panoptic_file(
     panoptic_png: str, segments_info: list[dict], dataset_id_to_contiguous_id: dict[int, int]
 ) -> np.ndarray:
-    """Semantic map (H, W) uint8 from a COCO panoptic PNG and its json ``segments_info``.
-
-    Pixels of a segment get the contiguous id of its category; pixels of no listed segment
-    (id 0 included) get 255. This is the semantic format Mask2Former derives for COCO.
-    """
-    ids = rgb_to_panoptic_id(np.asarray(Image.open(panoptic_png).convert("RGB")))
-    sem = np.full(ids.shape, IGNORE_LABEL, dtype=np.uint8)
-    for seg in segments_info:
-        cat = seg["category_id"]
-        if cat not in dataset_id_to_contiguous_id:
-            raise ValueError(
-                f"{panoptic_png}: segment {seg['id']} has category_id {cat}, not among "
-                f"{sorted(dataset_id_to_contiguous_id)}"
-            )
-        sem[ids == seg["id"]] = dataset_id_to_contiguous_id[cat]
-    return sem
+    """Semantic map (H, W) uint8 read back from a written panoptic PNG (255 = no segment),
+    through the same function as tools/prepare_coco_semantic_annos_from_panoptic_images.py."""
+    rgb = np.asarray(Image.open(panoptic_png).convert("RGB"))
+    return semantic_from_panoptic_image(
+        rgb, segments_info, dataset_id_to_contiguous_id, panoptic_png
+    )
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -427,10 +400,10 @@ def _generate_split(out: str, split: str, num: int, seed: int) -> None:
                 )
         Image.fromarray(sem).save(os.path.join(dirs["sem_seg"], stem + ".png"))
         pan_png = os.path.join(dirs["panoptic"], stem + ".png")
-        Image.fromarray(panoptic_id_to_rgb(pan_ids)).save(pan_png)
+        Image.fromarray(id2rgb(pan_ids).astype(np.uint8)).save(pan_png)
         # Derived from the written PNG + json entries (not from `sem`), like the COCO prepare
         # script, so the two semantic trees check each other.
-        Image.fromarray(semantic_from_panoptic(pan_png, segments_info, full_map)).save(
+        Image.fromarray(semantic_from_panoptic_file(pan_png, segments_info, full_map)).save(
             os.path.join(dirs["panoptic_semseg"], stem + ".png")
         )
         _write_cityscapes(out, split, image_id, image, pan_ids, segments)

@@ -24,7 +24,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import Tensor, nn
 
-from .swin import DropPath
+from .swin import DropPath, Mlp
 
 __all__ = [
     "VIT_VARIANTS",
@@ -133,20 +133,6 @@ class Attention(nn.Module):
         )
         x = x.transpose(1, 2).reshape(n, length, dim)
         return self.proj_drop(self.proj(x))
-
-
-class Mlp(nn.Module):
-    """fc1 -> GELU -> fc2, with dropout after each."""
-
-    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dim, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 class Block(nn.Module):
