@@ -125,7 +125,7 @@ def available_tasks(predictions: dict) -> list[str]:
     return [t for t in TASKS if keys[t] in predictions]
 
 
-def run_images(predictor, paths, args, metadata, input_format: str) -> list[str]:
+def run_images(predictor, paths, args, metadata) -> list[str]:
     written = []
     for path in paths:
         image = read_image(path, format="BGR")  # DefaultPredictor takes BGR
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     metadata = MetadataCatalog.get(name)
     if args.video_input:
         return run_video(predictor, args.video_input, args, metadata)
-    return run_images(predictor, expand_inputs(args.input), args, metadata, cfg.INPUT.FORMAT)
+    return run_images(predictor, expand_inputs(args.input), args, metadata)
 
 
 if __name__ == "__main__":

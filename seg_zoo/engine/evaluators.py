@@ -38,8 +38,8 @@ _PANOPTIC_TYPES = frozenset(
 
 def _test_flag(name: str) -> Callable:
     def check(cfg) -> bool:
-        test = cfg.MODEL.MASK_FORMER.TEST if hasattr(cfg.MODEL, "MASK_FORMER") else None
-        return bool(getattr(test, name, False)) if test is not None else False
+        # MODEL.MASK_FORMER.TEST.*_ON: declared by add_seg_zoo_config for every config.
+        return bool(cfg.MODEL.MASK_FORMER.TEST.get(name))
 
     return check
 
