@@ -44,7 +44,8 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        Checkpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        use_ema = cfg.MODEL_EMA.ENABLED and cfg.MODEL_EMA.EVAL_WITH_EMA
+        Checkpointer(model, save_dir=cfg.OUTPUT_DIR, use_ema=use_ema).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         results = Trainer.test(cfg, model)

@@ -59,10 +59,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-# Runs from a checkout without installing seg_zoo (the extension built in place).
-REPO_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, REPO_ROOT)
+# Runs from a checkout without installing seg_zoo (the extension built in place); _common.py
+# lies next to this file, whose folder is not on sys.path when the tests load it by path.
+BENCHMARKS_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.join(BENCHMARKS_DIR, "..")
+sys.path[:0] = [REPO_ROOT, BENCHMARKS_DIR]
 
+import _common  # noqa: E402
+
+# Names of this script's own API as well (in __all__), hence imported unqualified.
+from _common import make_inference_input, time_call  # noqa: E402
 from detectron2.config import CfgNode, get_cfg  # noqa: E402
 from detectron2.data import MetadataCatalog  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
@@ -325,13 +331,6 @@ def build_benchmark_cfg(
     return cfg
 
 
-def make_inference_input(size: int, seed: int = 0) -> list[dict]:
-    """One random uint8 (3, size, size) image as detectron2's batched_inputs."""
-    g = torch.Generator().manual_seed(seed)
-    image = torch.randint(0, 256, (3, size, size), generator=g, dtype=torch.uint8)
-    return [{"image": image, "height": size, "width": size}]
-
-
 def make_training_batch(
     size: int, batch_size: int, num_classes: int, seed: int = 0, max_instances: int = 6
 ) -> list[dict]:
@@ -368,11 +367,6 @@ def make_training_batch(
 # ---------------------------------------------------------------------------------------------
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def run_inference(model: torch.nn.Module, inputs: list[dict]) -> list[dict]:
     """One inference call, as a user makes it."""
     model.eval()
@@ -384,19 +378,7 @@ def time_inference(
     model: torch.nn.Module, inputs: list[dict], warmup: int, repeats: int, device: str
 ) -> tuple[float, list[dict]]:
     """(median ms of ``repeats`` timed calls after ``warmup`` calls, the last call's outputs)."""
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    outputs = None
-    for _ in range(warmup):
-        outputs = run_inference(model, inputs)
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        outputs = run_inference(model, inputs)
-        _sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times), outputs
+    return time_call(lambda: run_inference(model, inputs), warmup, repeats, device)
 
 
 def _read_proc_status_kib(field: str) -> int | None:
@@ -491,10 +473,10 @@ def time_train_step(
         losses = step(batch if warmup_batch is None else warmup_batch)
     times = []
     for _ in range(repeats):
-        _sync(device)
+        _common.sync(device)
         start = time.perf_counter()
         losses = step(batch)
-        _sync(device)
+        _common.sync(device)
         times.append((time.perf_counter() - start) * 1e3)
     if is_cuda:
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
@@ -521,16 +503,6 @@ class Row:
     ref_peak_mib: float | None = None
 
 
-def _fmt_ratio(ref: float | None, ours: float | None) -> str:
-    if ref is None or ours is None or ours <= 0:
-        return "-"
-    return f"{ref / ours:.2f}x"
-
-
-def _fmt(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
 def format_table(rows: Sequence[Row], device: str, notes: Sequence[str] = ()) -> str:
     """A Markdown table of the rows (ratios are reference / seg_zoo), then the notes."""
     lines = [
@@ -539,11 +511,11 @@ def format_table(rows: Sequence[Row], device: str, notes: Sequence[str] = ()) ->
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(
-            f"| {r.model} | {r.task} | {r.size} | {_fmt(r.ours_ms)} | {_fmt(r.ref_ms)} "
-            f"| {_fmt_ratio(r.ref_ms, r.ours_ms)} | {_fmt(r.peak_mib)} | {_fmt(r.ref_peak_mib)} "
-            f"| {_fmt_ratio(r.ref_peak_mib, r.peak_mib)} |"
-        )
+        cells = [r.model, r.task, r.size]
+        for ours, ref in ((r.ours_ms, r.ref_ms), (r.peak_mib, r.ref_peak_mib)):
+            cells += [_common.fmt_number(ours, 1), _common.fmt_number(ref, 1)]
+            cells.append(_common.fmt_ratio(ref, ours))
+        lines.append("| " + " | ".join(cells) + " |")
     lines.extend(notes)
     if device.startswith("cuda"):
         lines.append(
@@ -592,7 +564,10 @@ def run_benchmark(
                     ref, _ = time_inference(model, inputs, warmup, repeats, device)
             size = f"{sizes[task]}x{sizes[task]}"
             rows.append(Row(name, label, size, ours, ref))
-            log(f"{name} {label} {size}: seg_zoo {ours:.1f} ms, reference {_fmt(ref)} ms")
+            log(
+                f"{name} {label} {size}: seg_zoo {ours:.1f} ms, "
+                f"reference {_common.fmt_number(ref, 1)} ms"
+            )
             del model
         if skip_train:
             continue
@@ -631,16 +606,15 @@ def run_benchmark(
                 )
             del model
         rows.append(Row(name, label, size, ours, ref, peak, ref_peak))
-        log(f"{name} {label} {size}: seg_zoo {ours:.1f} ms, reference {_fmt(ref)} ms")
+        log(
+            f"{name} {label} {size}: seg_zoo {ours:.1f} ms, "
+            f"reference {_common.fmt_number(ref, 1)} ms"
+        )
     return rows
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n", 1)[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser = _common.new_parser(__doc__)
     parser.add_argument("--models", nargs="+", choices=sorted(CONFIGS), default=["r50", "swin_t"])
     parser.add_argument(
         "--quick",
@@ -657,21 +631,17 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-reference", action="store_true")
     args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: torch sees no CUDA device")
-    for key in ("repeats", "train_repeats", "train_size", "threads"):
-        value = getattr(args, key)
-        if value is not None and value < 1:
-            parser.error(f"--{key.replace('_', '-')} must be >= 1, got {value}")
-    for key in ("warmup", "train_warmup"):
-        value = getattr(args, key)
-        if value is not None and value < 0:
-            parser.error(f"--{key.replace('_', '-')} must be >= 0, got {value}")
+    _common.check_args(
+        parser,
+        args,
+        positive=("repeats", "train_repeats", "train_size", "threads"),
+        non_negative=("warmup", "train_warmup"),
+    )
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> str:
-    """Run the benchmark from the command line; prints and returns the Markdown table."""
+    """Run the Mask2Former benchmark from the command line; prints and returns the table."""
     args = _parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -709,7 +679,7 @@ def main(argv: Sequence[str] | None = None) -> str:
         skip_train=args.skip_train,
         skip_reference=args.skip_reference,
     )
-    where = torch.cuda.get_device_name() if not cpu else f"CPU, {torch.get_num_threads()} threads"
+    where = _common.describe_device(args.device)
     peak_what = (
         "torch.cuda.max_memory_allocated beyond the memory allocated before the steps"
         if not cpu

@@ -78,7 +78,8 @@ def build_predictor(cfg) -> DefaultPredictor:
     unloaded.freeze()
     predictor = DefaultPredictor(unloaded)
     if cfg.MODEL.WEIGHTS:
-        Checkpointer(predictor.model).load(cfg.MODEL.WEIGHTS)
+        use_ema = cfg.MODEL_EMA.ENABLED and cfg.MODEL_EMA.EVAL_WITH_EMA
+        Checkpointer(predictor.model, use_ema=use_ema).load(cfg.MODEL.WEIGHTS)
     predictor.cfg = cfg
     return predictor
 

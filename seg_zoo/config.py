@@ -24,6 +24,8 @@ def add_seg_zoo_config(cfg: CfgNode) -> None:
     add_upernet_config(cfg)
     add_segmenter_config(cfg)
     add_vit_config(cfg)
+    add_pix2seq_d_config(cfg)
+    add_model_ema_config(cfg)
 
 
 def load_config(config_file: str, opts: list[str] | tuple = ()) -> CfgNode:
@@ -297,3 +299,125 @@ def add_vit_config(cfg: CfgNode) -> None:
     cfg.MODEL.VIT.NORM_EPS = 1e-6
     # Run-time position-embedding resampling: "bicubic" (timm) or "bilinear" (official Segmenter).
     cfg.MODEL.VIT.POS_EMBED_INTERPOLATION = "bicubic"
+
+
+def add_pix2seq_d_config(cfg: CfgNode) -> None:
+    """Add MODEL.PIX2SEQ_D.*, the keys of Pix2Seq-D (Chen et al., ICCV 2023).
+
+    Defaults are the official image recipe (google-research/pix2seq,
+    configs/config_diffusion_panoptic_{base,image}.py with its sweep values); the key names are
+    the official ones in upper case. The ResNet of the image encoder is configured by
+    MODEL.RESNETS.{DEPTH,NORM,STRIDE_IN_1X1,...} and MODEL.PIXEL_MEAN/STD as any detectron2 ResNet.
+    Calling it twice is harmless.
+    """
+    from detectron2.config import CfgNode as CN
+
+    if hasattr(cfg.MODEL, "PIX2SEQ_D"):
+        return
+    cfg.MODEL.PIX2SEQ_D = CN()
+    c = cfg.MODEL.PIX2SEQ_D
+    # Bits per pixel: half for the class (0 = void, class k -> k + 1), half for the identity.
+    c.N_BITS_LABEL = 16
+    # Analog bits are +-B_SCALE.
+    c.B_SCALE = 0.1
+    # Identities per image including 0 (void); more segments are truncated with a warning.
+    c.MAX_INSTANCES_PER_IMAGE = 101
+    # How segments get identities in training (official object_order): "random" (K distinct
+    # random ids from 1..MAX_INSTANCES_PER_IMAGE-1; the image task), "shuffle" (a random
+    # permutation of 1..K; the video task) or "none" (1..K in the order of the annotations).
+    c.OBJECT_ORDER = "random"
+    # What the denoiser predicts: "x_softmax_xent" (bits as OUTP_SOFTMAX_GROUPS softmaxes,
+    # cross-entropy), "x_sigmoid_xent", "x" (L2 on x0) or "eps" (L2 on the noise).
+    c.PRED_TYPE = "x_softmax_xent"
+    # Number of softmax groups the bits are split into (2: one 256-way softmax per 8 bits).
+    c.OUTP_SOFTMAX_GROUPS = 2
+    # Noise schedules (official names: "cosine", "cosine@start,end,tau", "sigmoid@...", ...).
+    c.TRAIN_SCHEDULE = "cosine"
+    c.INFER_SCHEDULE = "cosine"
+    # "ddim" or "ddpm" (or "ddpm@small").
+    c.SAMPLER = "ddim"
+    # Seed of the sampler's noise at inference: every generate() call draws from a generator
+    # seeded with it, so an image's prediction does not depend on what ran before (evaluations
+    # and DefaultPredictor are reproducible). Negative: the global torch RNG.
+    c.SAMPLER_SEED = 0
+    # Sampling steps per image; video frames after the first use ITERATIONS_NEXT (<= 0: same).
+    c.ITERATIONS = 20
+    c.ITERATIONS_NEXT = 0
+    # Time difference of the asymmetric time intervals (official evaluation: 1.0 and 2.0).
+    c.TD = 1.0
+    # Clip of the x0 estimate while sampling: "auto" = (-B_SCALE, B_SCALE), "" = none, "lo,hi".
+    c.X0_CLIP = "auto"
+    # Self-conditioning: "none" (official sweeps), "x", "eps" or "auto"; its training rate.
+    c.SELF_COND = "none"
+    c.SELF_COND_RATE = 0.5
+    # How the image conditions the denoiser: "cat" (fused features concatenated to its input),
+    # "attn" (cross-attention to the encoder tokens), "cat+attn" (official) or "none".
+    c.CONDITIONAL = "cat+attn"
+    # Per-pixel loss weight (1 / (segment size + 1)) ** MASK_WEIGHT_P, renormalised to mean 1.
+    c.MASK_WEIGHT_P = 0.2
+    # Segments with fewer pixels (at mask resolution) are dropped at inference.
+    c.MIN_PIXELS = 40
+    # Image side / mask side (official: image 1024, mask 512).
+    c.MASK_STRIDE = 2
+    # Images are padded to a multiple of it (at least what encoder and U-Net need).
+    c.SIZE_DIVISIBILITY = 64
+    # Image encoder ("resnet-c": ResNet variant c4 + transformer encoder + pyramid merge).
+    c.ENCODER = CN()
+    c.ENCODER.NUM_LAYERS = 12
+    c.ENCODER.DIM = 512
+    c.ENCODER.MLP_DIM = 2048
+    c.ENCODER.NUM_HEADS = 16
+    c.ENCODER.DROP_PATH = 0.1
+    c.ENCODER.DROP_UNITS = 0.1
+    c.ENCODER.DROP_ATT = 0.0
+    c.ENCODER.POS_ENCODING = "sin_cos"
+    c.ENCODER.FUSE_DIM = 256
+    c.ENCODER.FUSE_UPSAMPLE = "nearest"
+    # Mask decoder (TransUNet denoiser).
+    c.DECODER = CN()
+    c.DECODER.DIM = 128
+    c.DECODER.CH_MULTIPLIERS = [1, 1, 2, 2]
+    c.DECODER.N_RES_BLOCKS = [1, 1, 1, 1]
+    c.DECODER.KERNEL_SIZE = 3
+    c.DECODER.DROPOUT = 0.0
+    c.DECODER.IN_KERNEL_SIZE = 1
+    c.DECODER.OUT_KERNEL_SIZE = 1
+    c.DECODER.TRANSFORMER_DIM = 512
+    c.DECODER.TRANSFORMER_BLOCKS = 6
+    c.DECODER.TRANSFORMER_STRIDES = 1
+    c.DECODER.PER_HEAD_DIM = 64
+    c.DECODER.MHSA_RESOLUTIONS = [0]
+    # Multiplier of the noise level before its sinusoidal embedding. The official panoptic
+    # configs never set the model's time_scaling; 1000 is the value of the official diffusion
+    # base config (config_diffusion_base.py).
+    c.DECODER.TIME_SCALING = 1000.0
+    # Video: p(m_t | x_t, m_{t-1}, m_{t-2}).
+    c.VIDEO = CN()
+    c.VIDEO.ENABLED = False
+    # Offsets of the conditioning frames (official proceeding_frames "-2,-1").
+    c.VIDEO.PROCEEDING_FRAMES = [-2, -1]
+    # Probability of dropping (zeroing) the conditioning masks of a training sample.
+    c.VIDEO.FRAMES_DROPOUT = 0.1
+
+
+def add_model_ema_config(cfg: CfgNode) -> None:
+    """Add MODEL_EMA.* (seg_zoo.engine.ema) and SOLVER.LINEAR_LR_END_FACTOR.
+
+    EMA weights are updated after every optimizer step and saved in checkpoints (key
+    ``ema_state``); with EVAL_WITH_EMA the trainer's evaluations use them, and so do
+    ``train_net.py --eval-only`` and ``demo/demo.py`` (seg_zoo's ``Checkpointer(use_ema=True)``
+    loads ``ema_state`` into the model). detectron2's own ``DefaultPredictor`` loads the raw
+    ``model`` weights. Calling it twice is harmless.
+    """
+    from detectron2.config import CfgNode as CN
+
+    if hasattr(cfg, "MODEL_EMA"):
+        return
+    cfg.MODEL_EMA = CN()
+    cfg.MODEL_EMA.ENABLED = False
+    cfg.MODEL_EMA.DECAY = 0.999
+    cfg.MODEL_EMA.EVAL_WITH_EMA = True
+    # SOLVER.LR_SCHEDULER_NAME "WarmupLinearDecayLR" (seg_zoo.engine.lr_scheduler): the rate
+    # falls linearly to BASE_LR * LINEAR_LR_END_FACTOR at MAX_ITER (official end_lr_factor).
+    if not hasattr(cfg.SOLVER, "LINEAR_LR_END_FACTOR"):
+        cfg.SOLVER.LINEAR_LR_END_FACTOR = 0.0

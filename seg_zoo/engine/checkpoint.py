@@ -49,6 +49,11 @@ class Checkpointer(DetectionCheckpointer):
     which config key to change when the mismatch is the class head.
     """
 
+    def __init__(self, model, save_dir: str = "", *, use_ema: bool = False, **checkpointables):
+        super().__init__(model, save_dir, **checkpointables)
+        # Load a checkpoint's EMA weights (``ema_state``, MODEL_EMA) into the model, when present.
+        self.use_ema = use_ema
+
     def _load_file(self, filename):
         if filename.endswith((".pkl", ".pyth")):
             return load_checkpoint_file(filename)
@@ -58,6 +63,9 @@ class Checkpointer(DetectionCheckpointer):
         return load_checkpoint_file(f)
 
     def _load_model(self, checkpoint):
+        if self.use_ema and "ema_state" in checkpoint:
+            self.logger.info("loading the EMA weights of the checkpoint (ema_state) into the model")
+            checkpoint["model"] = checkpoint.pop("ema_state")
         hints = class_count_hints(checkpoint.get("model", {}), self.model.state_dict())
         incompatible = super()._load_model(checkpoint)
         for hint in hints:

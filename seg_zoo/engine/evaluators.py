@@ -1,8 +1,9 @@
 """Which detectron2 evaluators score a dataset, decided by its metadata's ``evaluator_type``.
 
 The choices are Mask2Former's: semantic datasets get mIoU; panoptic datasets get PQ and, when
-the model also produces them (``MODEL.MASK_FORMER.TEST.*_ON``), mask AP and mIoU; Cityscapes
-gets its own scripts. Each rule is one row of ``EVALUATOR_RULES`` below.
+the model also produces them (``MODEL.MASK_FORMER.TEST.*_ON``; Pix2Seq-D: panoptic and
+semantic), mask AP and mIoU; Cityscapes gets its own scripts; DAVIS-layout videos get J&F.
+Each rule is one row of ``EVALUATOR_RULES`` below.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from detectron2.evaluation import (
 )
 from detectron2.utils import comm
 
-from ..evaluation import InstanceSegEvaluator
+from ..evaluation import DAVISEvaluator, InstanceSegEvaluator
 
 _PANOPTIC_TYPES = frozenset(
     {
@@ -36,8 +37,18 @@ _PANOPTIC_TYPES = frozenset(
 )
 
 
+# Outputs of meta-architectures that do not read MODEL.MASK_FORMER.TEST.*_ON: Pix2Seq-D always
+# produces panoptic_seg and the sem_seg derived from it, never instances.
+_FIXED_OUTPUTS = {
+    "Pix2SeqD": {"PANOPTIC_ON": True, "SEMANTIC_ON": True, "INSTANCE_ON": False},
+}
+
+
 def _test_flag(name: str) -> Callable:
     def check(cfg) -> bool:
+        fixed = _FIXED_OUTPUTS.get(cfg.MODEL.META_ARCHITECTURE)
+        if fixed is not None:
+            return fixed[name]
         # MODEL.MASK_FORMER.TEST.*_ON: declared by add_seg_zoo_config for every config.
         return bool(cfg.MODEL.MASK_FORMER.TEST.get(name))
 
@@ -116,6 +127,8 @@ EVALUATOR_RULES: tuple[EvaluatorRule, ...] = (
         _single_machine(CityscapesInstanceEvaluator),
     ),
     EvaluatorRule(frozenset({"lvis"}), _always, lambda n, out: LVISEvaluator(n, output_dir=out)),
+    # Video object segmentation (DAVIS layout): J&F and track consistency of "video_ids".
+    EvaluatorRule(frozenset({"davis"}), _always, lambda n, out: DAVISEvaluator(n)),
 )
 
 

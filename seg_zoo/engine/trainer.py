@@ -2,7 +2,8 @@
 
 What it changes from ``DefaultTrainer``:
 - optimizer from :mod:`seg_zoo.engine.optimizer` (backbone multiplier, no-decay groups,
-  full-model clipping) and the poly/step schedules of ``detectron2.projects.deeplab``;
+  full-model clipping), the poly/step schedules of ``detectron2.projects.deeplab`` and
+  Pix2Seq-D's warm-up + linear decay (:mod:`seg_zoo.engine.lr_scheduler`);
 - training data from the mapper named by ``INPUT.DATASET_MAPPER_NAME`` through a loader whose
   sample stream and augmentations are a function of ``(SEED, position)``, so ``--resume``
   continues exactly;
@@ -12,7 +13,10 @@ What it changes from ``DefaultTrainer``:
 - DistributedDataParallel without ``device_ids`` on CPU, so ``--num-gpus 2 MODEL.DEVICE cpu``
   trains with 2 gloo processes;
 - evaluators from the dataset's metadata (:func:`seg_zoo.engine.evaluators.build_evaluator`);
-- a checkpointer that adds a NUM_CLASSES hint to detectron2's key/shape mismatch report.
+- a checkpointer that adds a NUM_CLASSES hint to detectron2's key/shape mismatch report;
+- with ``MODEL_EMA.ENABLED``, an exponential moving average of the weights, updated after each
+  step, saved in checkpoints (``ema_state``) and used by the periodic/final evaluation when
+  ``MODEL_EMA.EVAL_WITH_EMA``.
 """
 
 from __future__ import annotations
@@ -25,14 +29,16 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.engine import DefaultTrainer, HookBase, TrainerBase, create_ddp_model
+from detectron2.engine.hooks import EvalHook
 from detectron2.engine.train_loop import AMPTrainer, SimpleTrainer
 from detectron2.evaluation import SemSegEvaluator
-from detectron2.projects.deeplab import build_lr_scheduler as deeplab_build_lr_scheduler
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from .checkpoint import Checkpointer
+from .ema import EMAHook, ModelEMA
 from .evaluators import build_evaluator
+from .lr_scheduler import build_lr_scheduler
 from .optimizer import build_optimizer
 from .train_loader import ResumableTrainingSampler, SeededMapDataset, _mix
 
@@ -136,6 +142,9 @@ class Trainer(DefaultTrainer):
 
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.ema = ModelEMA(model, cfg.MODEL_EMA.DECAY) if cfg.MODEL_EMA.ENABLED else None
+        if self.ema is not None:
+            self.checkpointer.add_checkpointable("ema_state", self.ema)
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -148,8 +157,8 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
-        # deeplab's builder adds WarmupPolyLR and defers every other name to detectron2's.
-        return deeplab_build_lr_scheduler(cfg, optimizer)
+        # seg_zoo's WarmupLinearDecayLR; deeplab's WarmupPolyLR; then detectron2's names.
+        return build_lr_scheduler(cfg, optimizer)
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -182,14 +191,42 @@ class Trainer(DefaultTrainer):
         return loader
 
     @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        """detectron2's test loader; video datasets (``evaluator_type`` "davis") are read by
+        the video mapper, one whole clip per item."""
+        from detectron2.data import MetadataCatalog, build_detection_test_loader
+
+        if MetadataCatalog.get(dataset_name).get("evaluator_type") == "davis":
+            from ..data.dataset_mappers import VideoPanopticDatasetMapper
+
+            mapper = VideoPanopticDatasetMapper(cfg, is_train=False)
+            return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
+        return super().build_test_loader(cfg, dataset_name)
+
+    @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         return build_evaluator(cfg, dataset_name, output_folder)
 
     def build_hooks(self):
         hooks = super().build_hooks()
+        if self.ema is not None:
+            # First, so that the checkpointer and the evaluation see this step's average.
+            hooks.insert(0, EMAHook(self.ema, self.model))
+            if self.cfg.MODEL_EMA.EVAL_WITH_EMA:
+                for hook in hooks:
+                    if isinstance(hook, EvalHook):
+                        hook._func = self._with_ema(hook._func)
         if self.cfg.SEED >= 0:
             hooks.insert(0, ReseedModelRNG(self.cfg.SEED))
         return hooks
+
+    def _with_ema(self, func):
+        def evaluate_with_ema():
+            logger.info("evaluating with the EMA weights (MODEL_EMA.EVAL_WITH_EMA)")
+            with self.ema.applied(self.model):
+                return func()
+
+        return evaluate_with_ema
 
     @classmethod
     def test_with_TTA(cls, cfg, model):
@@ -215,6 +252,10 @@ class Trainer(DefaultTrainer):
     # ---- resuming -----------------------------------------------------------------------
     def resume_or_load(self, resume: bool = True):
         super().resume_or_load(resume=resume)
+        if self.ema is not None and not self.ema.loaded:
+            # Initial weights (MODEL.WEIGHTS) or a checkpoint saved without EMA: the average
+            # starts from what was just loaded, not from the random initialisation.
+            self.ema.reset(self.model)
         if self._train_sampler is not None and self.start_iter > 0:
             position = self.start_iter * self.cfg.SOLVER.IMS_PER_BATCH
             self._train_sampler.set_start_position(position)

@@ -8,6 +8,11 @@ stem, except where the official zoo kept an older name (the Mapillary Vistas sem
 whose folder is ``maskformer_R50_bs16_300k``). ``find_by_config`` maps a config path to its
 entry, and ``list_models()`` lists every name.
 
+Segmenter releases are named ``segmenter/<dataset>/<folder>`` after their official URL
+``.../segmenter/checkpoints/<dataset>/<folder>/checkpoint.pth``; the folder is also the config
+stem. Those files are PyTorch checkpoints with the official names, so their entries carry
+``converter="segmenter"``: the first use converts the download into a seg_zoo ``.pkl``.
+
 The entries were generated once from MODEL_ZOO.md (tests/model_zoo/test_catalog.py checks the
 two still agree) and are kept as plain data so that importing seg_zoo never parses Markdown.
 
@@ -31,6 +36,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 URI_PREFIX = "seg_zoo://"
 
+# Values of ``ModelZooEntry.converter``.
+CONVERTERS = (None, "segmenter")
+
 
 @dataclass(frozen=True)
 class ModelZooEntry:
@@ -45,6 +53,11 @@ class ModelZooEntry:
     # Refuse to use the weights unless ``sha256`` is pinned (for entries whose integrity matters
     # more than convenience, e.g. ones served from a mirror).
     require_sha256: bool = False
+    # How the downloaded file becomes a checkpoint seg_zoo loads: None = used as it is;
+    # "segmenter" = an official Segmenter ``checkpoint.pth``, renamed to seg_zoo's names and
+    # written beside it as a detectron2 ``.pkl`` (``seg_zoo.model_zoo.download``). ``sha256``
+    # is always the digest of the downloaded (official) file.
+    converter: str | None = None
 
     def __post_init__(self):
         if self.sha256 is not None:
@@ -55,6 +68,11 @@ class ModelZooEntry:
                     f"got {self.sha256!r}"
                 )
             object.__setattr__(self, "sha256", digest)
+        if self.converter not in CONVERTERS:
+            raise ValueError(
+                f"model zoo entry {self.name!r}: unknown converter {self.converter!r}; "
+                f"known: {sorted(c for c in CONVERTERS if c)}"
+            )
         object.__setattr__(self, "metrics", MappingProxyType(dict(self.metrics)))
 
     @property
@@ -75,9 +93,30 @@ class UnknownModelError(KeyError):
         return str(self.args[0])
 
 
-def _entry(name, config, url, *, model_id, metrics, sha256=None):
+def _entry(name, config, url, *, model_id, metrics, sha256=None, converter=None):
     return ModelZooEntry(
-        name=name, config=config, url=url, sha256=sha256, model_id=model_id, metrics=metrics
+        name=name,
+        config=config,
+        url=url,
+        sha256=sha256,
+        model_id=model_id,
+        metrics=metrics,
+        converter=converter,
+    )
+
+
+SEGMENTER_URL = "https://www.rocq.inria.fr/cluster-willow/rstrudel/segmenter/checkpoints"
+
+
+def _segmenter(dataset: str, folder: str, config_dataset: str, ss: float, ms: float):
+    """An official Segmenter release: ``<SEGMENTER_URL>/<dataset>/<folder>/checkpoint.pth``."""
+    return _entry(
+        f"segmenter/{dataset}/{folder}",
+        f"configs/{config_dataset}/semantic-segmentation/segmenter/{folder}.yaml",
+        f"{SEGMENTER_URL}/{dataset}/{folder}/checkpoint.pth",
+        model_id="",
+        metrics={"mIoU": ss, "mIoU (ms+flip)": ms},
+        converter="segmenter",
     )
 
 
@@ -412,6 +451,17 @@ _ENTRIES = [
         model_id="48267065_4",
         metrics={"PQ": 45.5, "mIoU": 60.8},
     ),
+    # Segmenter (Strudel et al., ICCV 2021): the official releases (github.com/rstrudel/segmenter
+    # README), converted on first use. The Pascal Context model is not here: it has 60 outputs
+    # (background included) and seg_zoo's Pascal Context config has the 59 classes.
+    _segmenter("ade20k", "seg_tiny_mask", "ade20k", 38.1, 38.8),
+    _segmenter("ade20k", "seg_small_mask", "ade20k", 45.3, 46.9),
+    _segmenter("ade20k", "seg_base_mask", "ade20k", 48.5, 50.0),
+    _segmenter("ade20k", "seg_base_patch8", "ade20k", 49.5, 50.5),
+    _segmenter("ade20k", "seg_large_mask_640", "ade20k", 51.8, 53.6),
+    _segmenter("ade20k", "seg_base_deit_linear", "ade20k", 47.1, 48.1),
+    _segmenter("ade20k", "seg_base_deit_mask", "ade20k", 48.7, 50.1),
+    _segmenter("cityscapes", "seg_large_mask", "cityscapes", 79.1, 81.3),
 ]
 
 # name -> entry. A plain dict on purpose: tests (and users with private mirrors) may add entries.

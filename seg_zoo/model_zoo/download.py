@@ -250,9 +250,19 @@ def entry_cache_path(entry: ModelZooEntry) -> Path:
     return cache_dir() / entry.name / filename
 
 
+def converted_cache_path(entry: ModelZooEntry) -> Path:
+    """Where the converted checkpoint of an entry with a ``converter`` is kept."""
+    return entry_cache_path(entry).parent / "model_seg_zoo.pkl"
+
+
 def download_entry(entry: ModelZooEntry, *, progress: bool = True, force: bool = False) -> str:
-    """The local path of a catalog entry's weights, downloaded and verified if needed."""
-    return download_file(
+    """The local path of a catalog entry's weights, downloaded and verified if needed.
+
+    For an entry with a ``converter`` the downloaded file is verified first and then converted
+    (once; again when the download is newer than the conversion), and the path of the converted
+    ``.pkl`` is returned.
+    """
+    path = download_file(
         entry.url,
         entry_cache_path(entry),
         sha256=entry.sha256,
@@ -260,6 +270,32 @@ def download_entry(entry: ModelZooEntry, *, progress: bool = True, force: bool =
         progress=progress,
         force=force,
     )
+    if entry.converter is None:
+        return path
+    out = converted_cache_path(entry)
+    with file_lock(str(out)):
+        if force or not out.exists() or out.stat().st_mtime < Path(path).stat().st_mtime:
+            _CONVERTERS[entry.converter](entry, Path(path), out)
+    return str(out)
+
+
+def _convert_segmenter(entry: ModelZooEntry, src: Path, dst: Path) -> None:
+    """Official Segmenter ``checkpoint.pth`` -> seg_zoo's names, checked against the config."""
+    # Imported here: converting needs detectron2's config machinery, plain downloads do not.
+    from seg_zoo.config import load_config
+
+    from .convert import load_source_state_dict, save_d2_checkpoint
+    from .convert_segmenter import check_num_classes, convert_segmenter_state_dict
+
+    state_dict = load_source_state_dict(src)
+    num_classes = load_config(str(entry.config_path)).MODEL.SEM_SEG_HEAD.NUM_CLASSES
+    check_num_classes(state_dict, num_classes, f"{src} (seg_zoo://{entry.name})")
+    converted = convert_segmenter_state_dict(state_dict, source=str(src))
+    save_d2_checkpoint(converted, dst, author="segmenter")
+    logger.info("converted %s into %s (%d tensors)", src, dst, len(converted))
+
+
+_CONVERTERS = {"segmenter": _convert_segmenter}
 
 
 def clear_entry(entry: ModelZooEntry) -> None:

@@ -1,25 +1,10 @@
 """benchmarks/mask2former.py, tiny: reference mode agrees with seg_zoo, and the table prints."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from _benchmark_loader import load_benchmark
 
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "mask2former.py"
-
-
-def _load_benchmark():
-    # benchmarks/ is a folder of scripts, not a package: load the file as a module.
-    spec = importlib.util.spec_from_file_location("seg_zoo_bench_mask2former", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_benchmark()
+bench = load_benchmark("mask2former")
 
 # A small model from the official R50 config: one encoder layer, three decoder layers, ten
 # queries, seven classes, and thresholds at zero so that random weights still give several

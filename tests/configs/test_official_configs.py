@@ -26,7 +26,7 @@ REFERENCE = Path(os.environ.get("SEG_ZOO_REFERENCE", "/work/shared/reference")).
 )
 
 # Folders of the same tree that hold seg_zoo's other systems, not Mask2Former's configs.
-OTHER_SYSTEMS = {"upernet", "swin_rcnn", "segmenter"}
+OTHER_SYSTEMS = {"upernet", "swin_rcnn", "segmenter", "pix2seq_d"}
 # The official model configs (ADE20K, COCO, Cityscapes, Mapillary Vistas; no video, no Base-*).
 OFFICIAL_MODELS = sorted(
     str(p.relative_to(CONFIGS))

@@ -28,7 +28,7 @@ REFERENCE = Path(os.environ.get("SEG_ZOO_REFERENCE", "/work/shared/reference")) 
 # Official model configs: the same selection as tests/configs/test_official_configs.py
 # (no Base-*, no synthetic/), since those are exactly the models of the official zoo.
 # Folders of the same tree that hold seg_zoo's other systems (not the official Mask2Former zoo).
-OTHER_SYSTEMS = {"upernet", "swin_rcnn", "segmenter"}
+OTHER_SYSTEMS = {"upernet", "swin_rcnn", "segmenter", "pix2seq_d"}
 OFFICIAL_MODELS = sorted(
     str(p.relative_to(CONFIGS))
     for p in CONFIGS.glob("*/*-segmentation/**/*.yaml")
@@ -88,10 +88,17 @@ def parse_tables(text: str) -> list[list[dict[str, str]]]:
     return tables
 
 
-def zoo_rows() -> list[dict[str, str]]:
-    """Rows of MODEL_ZOO.md whose first cell links a config, with the parsed link added."""
+def section(text: str, title: str) -> str:
+    """The text of the ``## title`` section of MODEL_ZOO.md (up to the next ``## ``)."""
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else len(text)]
+
+
+def zoo_rows(title: str = "Mask2Former") -> list[dict[str, str]]:
+    """Rows of one section of MODEL_ZOO.md whose first cell links a config, with the link."""
     rows = []
-    for table in parse_tables(MODEL_ZOO.read_text()):
+    for table in parse_tables(section(MODEL_ZOO.read_text(), title)):
         for row in table:
             links = LINK_RE.findall(row.get("config", ""))
             if links and links[0][1].startswith("configs/"):
@@ -235,3 +242,65 @@ def test_relative_links_and_footnotes_resolve(doc):
     used = set(re.findall(r"\[\^([\w-]+)\](?!:)", text))
     defined = set(re.findall(r"^\[\^([\w-]+)\]:", text, flags=re.M))
     assert used == defined, f"{doc.name}: footnotes used {sorted(used)}, defined {sorted(defined)}"
+
+
+# --------------------------------------------------------------------------------------------
+# Segmenter section
+# --------------------------------------------------------------------------------------------
+SEGMENTER_ROWS = zoo_rows("Segmenter")
+SEGMENTER_URL_RE = re.compile(
+    r"^https://www\.rocq\.inria\.fr/cluster-willow/rstrudel/segmenter/checkpoints/"
+    r"(?P<dataset>ade20k|cityscapes|pascal_context)/(?P<folder>[a-z0-9_]+)/checkpoint\.pth$"
+)
+SEGMENTER_REFERENCE = REFERENCE.parent / "segmenter"
+
+
+def test_segmenter_rows_cover_the_official_releases():
+    # The official README lists 7 ADE20K releases, 1 Pascal Context and 1 Cityscapes.
+    urls = [link_url(r["download"]) for r in SEGMENTER_ROWS]
+    datasets = [SEGMENTER_URL_RE.match(u)["dataset"] for u in urls]
+    assert sorted(datasets) == ["ade20k"] * 7 + ["cityscapes", "pascal_context"]
+    assert len(set(urls)) == len(urls)
+    for row, url in zip(SEGMENTER_ROWS, urls):
+        m = SEGMENTER_URL_RE.match(url)
+        # the config sits in the release's dataset folder and carries the release folder's name
+        assert row["_config"] == (
+            f"{m['dataset']}/semantic-segmentation/segmenter/{m['folder']}.yaml"
+        ), url
+        assert (CONFIGS / row["_config"]).is_file()
+
+
+@pytest.mark.parametrize("row", SEGMENTER_ROWS, ids=[r["_config"] for r in SEGMENTER_ROWS])
+def test_segmenter_row_params_and_resolution(row):
+    import torch
+    from detectron2.modeling import META_ARCH_REGISTRY
+
+    cfg = load_cfg(row["_config"])
+    with torch.device("meta"):
+        model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
+    params = sum(p.numel() for p in model.parameters())
+    assert row["params"].replace(",", "") == str(params), f"{row['_config']}: {params:,}"
+    side = cfg.MODEL.SEGMENTER.WINDOW_SIZE
+    assert row["resolution"] == f"{side}x{side}"
+    assert (cfg.MODEL.VIT.DISTILLED) == ("distilled" in row["backbone"])
+    patch = int(re.search(r"/(\d+)", row["backbone"]).group(1))
+    assert cfg.MODEL.VIT.PATCH_SIZE == patch
+    mask = "Mask Transformer" in row["backbone"]
+    assert cfg.MODEL.SEM_SEG_HEAD.NAME == (
+        "SegmenterMaskTransformer" if mask else "SegmenterLinearDecoder"
+    )
+    listing = SEGMENTER_REFERENCE / f"{Path(row['_config']).stem}.txt"
+    if row["_config"].startswith("ade20k/") and listing.is_file():
+        # the official total carries the encoder's 1000-class classifier (two with DeiT)
+        total = int(re.search(r"params=(\d+)", listing.read_text()).group(1))
+        heads = 2 if cfg.MODEL.VIT.DISTILLED else 1
+        assert params == total - heads * (cfg.MODEL.VIT.EMBED_DIM * 1000 + 1000)
+
+
+def test_segmenter_metrics_by_hand():
+    # Official README (rstrudel/segmenter): Seg-L-Mask/16 ADE20K 51.8 / 53.6, Cityscapes 79.1 / 81.3
+    by_config = {r["_config"]: r for r in SEGMENTER_ROWS}
+    ade = by_config["ade20k/semantic-segmentation/segmenter/seg_large_mask_640.yaml"]
+    assert (ade["mIoU"], ade["mIoU (ms+flip)"]) == ("51.8", "53.6")
+    cs = by_config["cityscapes/semantic-segmentation/segmenter/seg_large_mask.yaml"]
+    assert (cs["mIoU"], cs["mIoU (ms+flip)"]) == ("79.1", "81.3")

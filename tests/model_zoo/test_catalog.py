@@ -21,7 +21,7 @@ from seg_zoo.model_zoo.catalog import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-ROW_LINKS = re.compile(r"\]\((configs/[^)]+\.yaml)\).*\]\((https://[^)]+\.pkl)\)")
+ROW_LINKS = re.compile(r"\]\((configs/[^)]+\.yaml)\).*\]\((https://[^)]+\.(?:pkl|pth))\)")
 
 
 def model_zoo_md_rows() -> list[tuple[str, str]]:
@@ -37,7 +37,12 @@ def model_zoo_md_rows() -> list[tuple[str, str]]:
 
 def test_catalog_matches_model_zoo_md():
     rows = model_zoo_md_rows()
-    assert len(rows) == 47  # "47 models" says the document
+    # "47 models" says the Mask2Former section; the Segmenter section lists 9 official releases,
+    # of which the Pascal Context one (60 outputs) has no catalog entry.
+    pascal = [r for r in rows if "/pascal_context/" in r[1]]
+    assert len(pascal) == 1
+    rows = [r for r in rows if r not in pascal]
+    assert len(rows) == 47 + 8
     assert sorted(rows) == sorted((e.config, e.url) for e in MODEL_ZOO.values())
 
 
@@ -46,9 +51,18 @@ def test_names_configs_and_checksums():
         assert entry.name == name
         assert entry.config_path.is_file(), entry.config
         # the naming scheme: the official URL minus host prefix and file name
-        assert entry.url == (
-            f"https://dl.fbaipublicfiles.com/maskformer/{name}/{Path(entry.url).name}"
-        )
+        if name.startswith("segmenter/"):
+            assert entry.converter == "segmenter"
+            assert entry.url == (
+                "https://www.rocq.inria.fr/cluster-willow/rstrudel/segmenter/checkpoints/"
+                f"{name[len('segmenter/') :]}/checkpoint.pth"
+            )
+            assert Path(entry.config).stem == name.rsplit("/", 1)[1]
+        else:
+            assert entry.converter is None
+            assert entry.url == (
+                f"https://dl.fbaipublicfiles.com/maskformer/{name}/{Path(entry.url).name}"
+            )
         assert entry.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", entry.sha256)
         assert entry.uri == "seg_zoo://" + name
         assert entry.metrics
@@ -69,6 +83,15 @@ def test_values_checked_by_hand():
     assert mvd.metrics["mIoU"] == 57.4
     assert find_by_config(REPO / mvd.config) is mvd
 
+    # From the official Segmenter README (rstrudel/segmenter): Seg-B-Mask/16 on ADE20K.
+    seg = get_entry("seg_zoo://segmenter/ade20k/seg_base_mask")
+    assert seg.config == "configs/ade20k/semantic-segmentation/segmenter/seg_base_mask.yaml"
+    assert seg.url == (
+        "https://www.rocq.inria.fr/cluster-willow/rstrudel/segmenter/checkpoints/ade20k/"
+        "seg_base_mask/checkpoint.pth"
+    )
+    assert dict(seg.metrics) == {"mIoU": 48.5, "mIoU (ms+flip)": 50.0}
+
 
 def test_unknown_names():
     with pytest.raises(UnknownModelError) as info:
@@ -86,3 +109,26 @@ def test_entry_validation():
         ModelZooEntry(name="bad", config="c.yaml", url="https://x/y.pkl", sha256="abc")
     entry = ModelZooEntry(name="ok", config="c.yaml", url="https://x/y.pkl", sha256="AB" * 32)
     assert entry.sha256 == "ab" * 32
+
+
+def test_segmenter_entries_build_the_official_inference():
+    """What the official variant.yml files of the releases say (rstrudel/segmenter config.yml:
+    ADE20K window 512 stride 512, Cityscapes window 768 stride 512, image side im_size 512 and
+    1024), plus the official ViT's LayerNorm eps and position-embedding resizing."""
+    from seg_zoo.config import load_config
+
+    expected = {"ade20k": (512, 512, 512), "cityscapes": (768, 512, 1024)}
+    for name, entry in MODEL_ZOO.items():
+        if entry.converter != "segmenter":
+            continue
+        cfg = load_config(str(entry.config_path))
+        window, stride, im_size = expected[name.split("/")[1]]
+        if name.endswith("_640"):
+            window, stride, im_size = 640, 640, 640
+        assert cfg.MODEL.SEGMENTER.WINDOW_SIZE == window, name
+        assert cfg.MODEL.SEGMENTER.WINDOW_STRIDE == stride, name
+        assert cfg.INPUT.MIN_SIZE_TEST == im_size, name
+        assert (
+            cfg.MODEL.VIT.NORM_EPS == 1e-5 and cfg.MODEL.VIT.POS_EMBED_INTERPOLATION == "bilinear"
+        )
+        assert cfg.MODEL.VIT.PRETRAIN_IMG_SIZE == window, name

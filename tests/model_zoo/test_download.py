@@ -269,3 +269,113 @@ def test_unknown_name_lists_known_names():
         message
     )
     assert not PathManager.exists("seg_zoo://no/such/model")
+
+
+# --------------------------------------------------------------------------------------------
+# Segmenter releases: downloaded as the official checkpoint.pth, converted on first use
+# --------------------------------------------------------------------------------------------
+SEGMENTER_REFERENCE = "/work/shared/reference/segmenter/seg_tiny_mask.txt"
+
+
+def _official_tiny_mask_bytes() -> tuple[bytes, dict]:
+    """checkpoint.pth of the official Seg-T-Mask/16 layout (names and shapes from the reference
+    listing) with seeded random values, as bytes, and its state dict."""
+    import io
+    import os
+
+    import torch
+    import yaml
+
+    if not os.path.isfile(SEGMENTER_REFERENCE):
+        pytest.skip(f"no reference listing {SEGMENTER_REFERENCE}")
+    gen = torch.Generator().manual_seed(0)
+    sd = {}
+    with open(SEGMENTER_REFERENCE) as f:
+        for line in f:
+            if line.strip() and not line.startswith("#"):
+                key, shape = line.rstrip("\n").split("\t")
+                sd[key] = torch.randn(yaml.safe_load(shape), generator=gen)
+    buf = io.BytesIO()
+    torch.save({"model": sd, "epoch": 63}, buf)
+    return buf.getvalue(), sd
+
+
+def test_segmenter_release_is_converted_on_first_use(cache, monkeypatch):
+    import dataclasses
+
+    import torch
+    from detectron2.modeling import build_model
+
+    from seg_zoo.config import load_config
+
+    blob, official = _official_tiny_mask_bytes()
+    srv = _Server({"/ade20k/seg_tiny_mask/checkpoint.pth": blob})
+    try:
+        real = catalog.get_entry("seg_zoo://segmenter/ade20k/seg_tiny_mask")
+        assert real.converter == "segmenter"
+        entry = dataclasses.replace(
+            real,
+            url=srv.url("/ade20k/seg_tiny_mask/checkpoint.pth"),
+            sha256=hashlib.sha256(blob).hexdigest(),
+        )
+        monkeypatch.setitem(catalog.MODEL_ZOO, entry.name, entry)
+
+        local = PathManager.get_local_path("seg_zoo://segmenter/ade20k/seg_tiny_mask")
+        assert local == str(cache / "segmenter/ade20k/seg_tiny_mask" / "model_seg_zoo.pkl")
+        # the official file is kept beside it, verified
+        pth = cache / "segmenter/ade20k/seg_tiny_mask" / "checkpoint.pth"
+        assert hashlib.sha256(pth.read_bytes()).hexdigest() == entry.sha256
+        stamp = (cache / "segmenter/ade20k/seg_tiny_mask" / "model_seg_zoo.pkl").stat().st_mtime_ns
+        # a second use neither downloads nor converts again
+        assert PathManager.get_local_path("seg_zoo://segmenter/ade20k/seg_tiny_mask") == local
+        assert len(srv.requests) == 1
+        assert os_stat_ns(local) == stamp
+
+        cfg = load_config(str(entry.config_path), ["MODEL.DEVICE", "cpu"])
+        model = build_model(cfg)
+        reports = []
+        checkpointer = DetectionCheckpointer(model)
+        load_model = checkpointer._load_model
+        checkpointer._load_model = lambda ckpt: reports.append(load_model(ckpt)) or reports[-1]
+        checkpointer.load("seg_zoo://segmenter/ade20k/seg_tiny_mask")
+        assert not reports[0].missing_keys and not reports[0].unexpected_keys
+        state = model.state_dict()
+        # names spelled out by hand: encoder.* -> backbone.*, decoder.* -> sem_seg_head.*
+        torch.testing.assert_close(state["backbone.pos_embed"], official["encoder.pos_embed"])
+        torch.testing.assert_close(
+            state["backbone.blocks.11.mlp.fc2.weight"], official["encoder.blocks.11.mlp.fc2.weight"]
+        )
+        torch.testing.assert_close(state["sem_seg_head.cls_emb"], official["decoder.cls_emb"])
+    finally:
+        srv.close()
+
+
+def os_stat_ns(path: str) -> int:
+    import os
+
+    return os.stat(path).st_mtime_ns
+
+
+def test_segmenter_release_with_wrong_class_count_is_refused(cache, monkeypatch):
+    import dataclasses
+
+    blob, _ = _official_tiny_mask_bytes()
+    srv = _Server({"/x/checkpoint.pth": blob})
+    try:
+        # the 150-class ADE20K release under an entry whose config has Cityscapes' 19 classes
+        entry = dataclasses.replace(
+            catalog.get_entry("segmenter/cityscapes/seg_large_mask"),
+            url=srv.url("/x/checkpoint.pth"),
+            sha256=None,
+        )
+        monkeypatch.setitem(catalog.MODEL_ZOO, entry.name, entry)
+        with pytest.raises(ValueError, match=r"150 classes.*NUM_CLASSES 19"):
+            PathManager.get_local_path("seg_zoo://segmenter/cityscapes/seg_large_mask")
+        assert not (cache / "segmenter/cityscapes/seg_large_mask" / "model_seg_zoo.pkl").exists()
+    finally:
+        srv.close()
+
+
+def test_unknown_converter_is_refused():
+    with pytest.raises(ValueError, match="unknown converter 'zip'"):
+        ModelZooEntry(name="x", config="c.yaml", url="https://x/y.pth", converter="zip")

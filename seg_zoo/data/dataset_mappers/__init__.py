@@ -17,6 +17,7 @@ __all__ = [
     "MaskFormerInstanceDatasetMapper",
     "COCOInstanceNewBaselineDatasetMapper",
     "COCOPanopticNewBaselineDatasetMapper",
+    "VideoPanopticDatasetMapper",
 ]
 
 _DATASET_MAPPERS: dict[str, type] = {}
@@ -62,3 +63,4 @@ from .detectron2_dataset_mapper import Detectron2DatasetMapper  # noqa: E402, F4
 from .mask_former_instance_dataset_mapper import MaskFormerInstanceDatasetMapper  # noqa: E402
 from .mask_former_panoptic_dataset_mapper import MaskFormerPanopticDatasetMapper  # noqa: E402
 from .mask_former_semantic_dataset_mapper import MaskFormerSemanticDatasetMapper  # noqa: E402
+from .video_panoptic_dataset_mapper import VideoPanopticDatasetMapper  # noqa: E402

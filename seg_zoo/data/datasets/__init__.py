@@ -1,14 +1,14 @@
 """Dataset registrations: importing this package registers every dataset module in it.
 
-Every ``register_*`` module here (and :mod:`.synthetic`) registers its datasets at import, bound
-to ``$DETECTRON2_DATASETS``. Modules are discovered rather than listed so that registration
-modules added later (ADE20K, Mapillary Vistas, COCO-Stuff, ...) are picked up without edits here.
+Every ``register_*`` module here (and :mod:`.synthetic`, :mod:`.synthetic_video`) registers
+its datasets at import, bound to ``$DETECTRON2_DATASETS``. Modules are discovered rather than
+listed so that registration modules added later are picked up without edits here.
 """
 
 import importlib
 import pkgutil
 
-from . import register_coco_panoptic_annos_semseg, synthetic  # noqa: F401
+from . import register_coco_panoptic_annos_semseg, synthetic, synthetic_video  # noqa: F401
 
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     if _module.startswith("register_"):

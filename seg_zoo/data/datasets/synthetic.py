@@ -439,6 +439,29 @@ _GENERATED_ENTRIES = (
 )
 
 
+def stamp_is_current(stamp_path: str, stamp: dict) -> bool:
+    """Whether ``stamp_path`` holds exactly ``stamp`` (a generator's version and arguments)."""
+    if not os.path.isfile(stamp_path):
+        return False
+    with open(stamp_path) as f:
+        try:
+            return json.load(f) == stamp
+        except json.JSONDecodeError:
+            return False
+
+
+def clear_generated(out: str, entries) -> None:
+    """Remove the ``entries`` a generator writes under ``out`` (never other files there), then
+    make sure ``out`` exists."""
+    for entry in entries:
+        path = os.path.join(out, entry)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+    os.makedirs(out, exist_ok=True)
+
+
 def generate_synthetic_dataset(
     root: str | None = None,
     num_train: int = 64,
@@ -466,22 +489,9 @@ def generate_synthetic_dataset(
         "num_val": num_val,
         "seed": seed,
     }
-    if not force and os.path.isfile(stamp_path):
-        with open(stamp_path) as f:
-            try:
-                if json.load(f) == stamp:
-                    return out
-            except json.JSONDecodeError:
-                pass
-
-    # Remove only what this generator writes, never unrelated files a user put there.
-    for entry in _GENERATED_ENTRIES:
-        path = os.path.join(out, entry)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        elif os.path.exists(path):
-            os.remove(path)
-    os.makedirs(out, exist_ok=True)
+    if not force and stamp_is_current(stamp_path, stamp):
+        return out
+    clear_generated(out, _GENERATED_ENTRIES)
     _write_json(os.path.join(out, "categories.json"), SYNTHETIC_CATEGORIES)
     _generate_split(out, "train", num_train, seed)
     _generate_split(out, "val", num_val, seed)

@@ -2,6 +2,7 @@
 
 from .mask_former_head import MaskFormerHead
 from .maskformer_model import MaskFormer
+from .pix2seq_d import Pix2SeqD  # noqa: F401
 from .postprocessing import (
     boxes_from_masks,
     instance_inference,

@@ -207,6 +207,8 @@ class Segmenter(nn.Module):
             )
             height = x.get("height", image.shape[-2])
             width = x.get("width", image.shape[-1])
-            logits = F.interpolate(logits[None], size=(height, width), mode="bilinear")[0]
+            if tuple(logits.shape[-2:]) != (height, width):
+                # (a same-size bilinear resize is the identity: skipping it saves a full pass)
+                logits = F.interpolate(logits[None], size=(height, width), mode="bilinear")[0]
             results.append({"sem_seg": logits.softmax(dim=0)})
         return results
