@@ -396,7 +396,7 @@ def add_pix2seq_d_config(cfg: CfgNode) -> None:
     c.VIDEO.ENABLED = False
     # Offsets of the conditioning frames (official proceeding_frames "-2,-1").
     c.VIDEO.PROCEEDING_FRAMES = [-2, -1]
-    # Probability of dropping (zeroing) the conditioning masks of a training sample.
+    # Probability of dropping (zeroing) each conditioning mask of a training sample.
     c.VIDEO.FRAMES_DROPOUT = 0.1
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from detectron2.engine import HookBase, launch
+from train_net_args import train_net_args
 
 import train_net
 from seg_zoo.data.datasets.synthetic import generate_synthetic_dataset, register_all_synthetic
@@ -45,19 +46,11 @@ def data_root(tmp_path_factory):
     register_all_synthetic()
 
 
-def _args(config, out, *opts, eval_only=False, resume=False, num_gpus=1):
-    argv = ["--config-file", config, "--num-gpus", str(num_gpus)]
-    argv += ["--eval-only"] if eval_only else []
-    argv += ["--resume"] if resume else []
-    argv += ["OUTPUT_DIR", str(out), *map(str, opts)]
-    return train_net.default_argument_parser().parse_args(argv)
-
-
 @pytest.fixture(scope="module")
 def trained_panoptic(data_root, tmp_path_factory):
     """Train the tiny panoptic model once; its evaluation scores PQ, mask AP and mIoU."""
     out = tmp_path_factory.mktemp("panoptic")
-    results = train_net.main(_args(PANOPTIC, out, "SOLVER.MAX_ITER", LEARN_ITERS))
+    results = train_net.main(train_net_args(PANOPTIC, out, "SOLVER.MAX_ITER", LEARN_ITERS))
     return out, results
 
 
@@ -78,7 +71,9 @@ def test_eval_only_reproduces_the_final_evaluation(trained_panoptic):
     out, results = trained_panoptic
     weights = os.path.join(out, "model_final.pth")
     again = train_net.main(
-        _args(PANOPTIC, os.path.join(out, "eval"), "MODEL.WEIGHTS", weights, eval_only=True)
+        train_net_args(
+            PANOPTIC, os.path.join(out, "eval"), "MODEL.WEIGHTS", weights, eval_only=True
+        )
     )
     for task in ("panoptic_seg", "segm", "sem_seg"):
         for key, value in results[task].items():
@@ -86,7 +81,7 @@ def test_eval_only_reproduces_the_final_evaluation(trained_panoptic):
 
     # TEST.AUG with the test resize as its only view and no flip is the plain evaluation.
     tta = train_net.main(
-        _args(
+        train_net_args(
             PANOPTIC, os.path.join(out, "tta"), "MODEL.WEIGHTS", weights,
             "TEST.AUG.ENABLED", True, "TEST.AUG.MIN_SIZES", "(128,)",
             "TEST.AUG.MAX_SIZE", 256, "TEST.AUG.FLIP", False, eval_only=True,
@@ -127,7 +122,7 @@ class _RecordLosses(HookBase):
 
 
 def _train_recording(config, out, resume=False, *opts):
-    cfg = train_net.setup(_args(config, out, *opts))
+    cfg = train_net.setup(train_net_args(config, out, *opts))
     trainer = Trainer(cfg)
     recorder = _RecordLosses()
     trainer.register_hooks([recorder])
@@ -157,7 +152,7 @@ def test_resume_continues_exactly(data_root, tmp_path):
 
 
 def _ddp_worker(config, out, opts):
-    args = _args(config, out, *opts, num_gpus=2)
+    args = train_net_args(config, out, *opts, num_gpus=2)
     cfg = train_net.setup(args)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
@@ -172,7 +167,7 @@ def test_two_cpu_processes_with_gloo_stay_in_sync(data_root, tmp_path):
     launch(_ddp_worker, 2, dist_url="auto", args=(INSTANCE, str(tmp_path), opts))
     a = torch.load(tmp_path / "rank0.pth", weights_only=True)
     b = torch.load(tmp_path / "rank1.pth", weights_only=True)
-    init = Trainer.build_model(train_net.setup(_args(INSTANCE, tmp_path / "x", *opts)))
+    init = Trainer.build_model(train_net.setup(train_net_args(INSTANCE, tmp_path / "x", *opts)))
     moved = 0
     for key, value in a.items():
         torch.testing.assert_close(value, b[key], rtol=0, atol=0, msg=key)
@@ -186,7 +181,7 @@ def test_two_cpu_processes_with_gloo_stay_in_sync(data_root, tmp_path):
     ids=["semantic", "instance"],
 )
 def test_short_training_runs_and_evaluates(data_root, tmp_path, config, metric):
-    results = train_net.main(_args(config, tmp_path, "SOLVER.MAX_ITER", 8))
+    results = train_net.main(train_net_args(config, tmp_path, "SOLVER.MAX_ITER", 8))
     task, key = metric
     assert np.isfinite(results[task][key])
 
@@ -194,7 +189,7 @@ def test_short_training_runs_and_evaluates(data_root, tmp_path, config, metric):
 def test_amp_is_switched_off_on_cpu(data_root, tmp_path, caplog):
     import logging
 
-    cfg = train_net.setup(_args(SEMANTIC, tmp_path, "SOLVER.MAX_ITER", 1))
+    cfg = train_net.setup(train_net_args(SEMANTIC, tmp_path, "SOLVER.MAX_ITER", 1))
     assert cfg.SOLVER.AMP.ENABLED
     with caplog.at_level(logging.INFO, logger="seg_zoo.engine.trainer"):
         trainer = Trainer(cfg)
@@ -204,7 +199,9 @@ def test_amp_is_switched_off_on_cpu(data_root, tmp_path, caplog):
 
 def test_class_count_mismatch_is_reported_before_training(data_root, tmp_path):
     with pytest.raises(ValueError, match="MODEL.SEM_SEG_HEAD.NUM_CLASSES 7"):
-        Trainer(train_net.setup(_args(SEMANTIC, tmp_path, "MODEL.SEM_SEG_HEAD.NUM_CLASSES", 5)))
+        Trainer(
+            train_net.setup(train_net_args(SEMANTIC, tmp_path, "MODEL.SEM_SEG_HEAD.NUM_CLASSES", 5))
+        )
 
 
 def test_demo_on_a_video(trained_panoptic, data_root, tmp_path):

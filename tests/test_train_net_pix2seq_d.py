@@ -12,6 +12,7 @@ import os
 
 import pytest
 import torch
+from train_net_args import train_net_args
 
 import train_net
 from seg_zoo.data.datasets.synthetic import generate_synthetic_dataset, register_all_synthetic
@@ -48,17 +49,10 @@ def data_root(tmp_path_factory):
     register_all_synthetic_video()
 
 
-def _args(config, out, *opts, eval_only=False):
-    argv = ["--config-file", config, "--num-gpus", "1"]
-    argv += ["--eval-only"] if eval_only else []
-    argv += ["OUTPUT_DIR", str(out), *map(str, opts)]
-    return train_net.default_argument_parser().parse_args(argv)
-
-
 @pytest.fixture(scope="module")
 def trained_image(data_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("pix2seq_d")
-    results = train_net.main(_args(IMAGE, out, "SOLVER.MAX_ITER", IMAGE_ITERS))
+    results = train_net.main(train_net_args(IMAGE, out, "SOLVER.MAX_ITER", IMAGE_ITERS))
     return out, results
 
 
@@ -68,7 +62,7 @@ def test_image_training_learns(trained_image, data_root, tmp_path):
     after these 200 iterations PQ 40.5 / mIoU 49.9 (300: 43.7 / 69.7); the bounds leave room
     for other CPUs' arithmetic."""
     _, results = trained_image
-    untrained = train_net.main(_args(IMAGE, tmp_path, eval_only=True))
+    untrained = train_net.main(train_net_args(IMAGE, tmp_path, eval_only=True))
     assert untrained["panoptic_seg"]["PQ"] < 5.0
     assert results["panoptic_seg"]["PQ"] > untrained["panoptic_seg"]["PQ"] + 15.0
     assert results["sem_seg"]["mIoU"] > untrained["sem_seg"]["mIoU"] + 25.0
@@ -87,10 +81,10 @@ def test_checkpoint_keeps_ema_and_eval_only_uses_it(trained_image):
     assert diff > 0  # the average is not the last weights
     # --eval-only loads the EMA weights (MODEL_EMA.EVAL_WITH_EMA) and, the sampler being seeded
     # the same way, reproduces the final evaluation of the training run
-    again = train_net.main(_args(IMAGE, out, "MODEL.WEIGHTS", weights, eval_only=True))
+    again = train_net.main(train_net_args(IMAGE, out, "MODEL.WEIGHTS", weights, eval_only=True))
     assert again["panoptic_seg"]["PQ"] == pytest.approx(results["panoptic_seg"]["PQ"], abs=1e-6)
     raw = train_net.main(
-        _args(
+        train_net_args(
             IMAGE, out, "MODEL.WEIGHTS", weights, "MODEL_EMA.EVAL_WITH_EMA", "False", eval_only=True
         )
     )
@@ -99,7 +93,43 @@ def test_checkpoint_keeps_ema_and_eval_only_uses_it(trained_image):
 
 def test_video_training_tracks_above_chance(data_root, tmp_path):
     """Measured after 120 iterations: track consistency 88.1% (chance 29.9%), J&F-Mean 19.0."""
-    results = train_net.main(_args(VIDEO, tmp_path, "SOLVER.MAX_ITER", VIDEO_ITERS))
+    results = train_net.main(train_net_args(VIDEO, tmp_path, "SOLVER.MAX_ITER", VIDEO_ITERS))
     davis = results["davis"]
     assert davis["track_consistency"] > davis["track_consistency_chance"] + 20.0
     assert davis["J&F-Mean"] > 10.0
+
+
+def test_demo_uses_the_ema_weights_and_draws_panoptic(trained_image, data_root, tmp_path):
+    """demo/demo.py on the trained model: the predictor holds the checkpoint's EMA weights, and
+    the overlays (panoptic and semantic: Pix2Seq-D has no instances) are drawn."""
+    import glob
+
+    import cv2
+    import numpy as np
+
+    import demo.demo as demo
+    from seg_zoo.config import load_config
+
+    out, _ = trained_image
+    weights = os.path.join(out, "model_final.pth")
+    cfg = load_config(IMAGE, ["MODEL.WEIGHTS", weights])
+    cfg.freeze()
+    predictor = demo.build_predictor(cfg)
+    ema = torch.load(weights, weights_only=True, map_location="cpu")["ema_state"]
+    state = predictor.model.state_dict()
+    assert all(torch.equal(state[k], ema[k]) for k in ema)
+
+    images = sorted(glob.glob(os.path.join(data_root, "seg_zoo_synthetic", "images", "val", "*")))
+    written = demo.main(
+        ["--config-file", IMAGE, "--input", images[0], "--output", str(tmp_path),
+         "--opts", "MODEL.WEIGHTS", weights]
+    )  # fmt: skip
+    assert sorted(os.path.basename(p).rsplit("_", 1)[-1] for p in written) == [
+        "panoptic.png",
+        "semantic.png",
+    ]
+    source = cv2.imread(images[0])
+    for path in written:
+        overlay = cv2.imread(path)
+        assert overlay.shape == source.shape
+        assert np.abs(overlay.astype(int) - source.astype(int)).mean() > 1.0

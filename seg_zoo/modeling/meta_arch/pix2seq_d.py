@@ -23,7 +23,7 @@ models/panoptic_diffusion.py and tasks/{panoptic_segmentation,video_panoptic_seg
 
 Video (MODEL.PIX2SEQ_D.VIDEO.ENABLED): the masks of the frames at PROCEEDING_FRAMES offsets are
 encoded as bits and concatenated to the denoiser input; in training they are the ground truth
-(dropped, i.e. zeroed, with probability FRAMES_DROPOUT), at inference the model's own earlier
+(each dropped, i.e. zeroed, with probability FRAMES_DROPOUT), at inference the model's own earlier
 predictions, so identities carry over frames.
 
 Where seg_zoo differs from the official code: images are padded to a multiple of
@@ -405,8 +405,11 @@ class Pix2SeqD(nn.Module):
             ids = self._identities(kept).reshape(h, T, w).permute(1, 0, 2)
             ids = F.pad(ids, (0, padded[1] - w, 0, padded[0] - h))
             label = torch.stack([torch.zeros_like(ids), ids], 1)  # (T, 2, H, W)
-            if self.training and torch.rand(()) < self.frames_dropout:
-                label[:-1] = 0  # conditioning frames dropped
+            if self.training:
+                # each conditioning frame is dropped (zeroed) on its own, as the official
+                # preprocessing draws one uniform number per proceeding frame
+                dropped = torch.rand(T - 1) < self.frames_dropout
+                label[:-1][dropped] = 0
             label = self._downsample(label.to(self.device))
             targets.append(label[-1])
             for i in range(len(self.proceeding_frames)):

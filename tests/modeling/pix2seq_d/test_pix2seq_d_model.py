@@ -249,6 +249,18 @@ def test_video_frames_dropout_zeroes_the_conditioning():
     ).train()
     target, conds = model._video_label_maps([video_record()], (64, 64))
     assert all((c == 0).all() for c in conds) and target[0, 1].max() > 0
+    # p = 0.5: each conditioning frame is dropped on its own (official: one draw per frame),
+    # so over many samples both "only t-2 dropped" and "only t-1 dropped" occur
+    model.frames_dropout = 0.5
+    torch.manual_seed(0)
+    patterns = set()
+    for _ in range(40):
+        _, conds = model._video_label_maps([video_record()], (64, 64))
+        patterns.add(tuple(bool((c == 0).all()) for c in conds))
+    assert patterns == {(False, False), (True, False), (False, True), (True, True)}
+    model.eval()  # never at inference
+    _, conds = model._video_label_maps([video_record()], (64, 64))
+    assert all(c.max() > 0 for c in conds)
 
 
 def test_video_inference_feeds_back_its_own_predictions():
