@@ -26,6 +26,7 @@ def add_seg_zoo_config(cfg: CfgNode) -> None:
     add_vit_config(cfg)
     add_pix2seq_d_config(cfg)
     add_model_ema_config(cfg)
+    add_solver_config(cfg)
 
 
 def load_config(config_file: str, opts: list[str] | tuple = ()) -> CfgNode:
@@ -401,7 +402,7 @@ def add_pix2seq_d_config(cfg: CfgNode) -> None:
 
 
 def add_model_ema_config(cfg: CfgNode) -> None:
-    """Add MODEL_EMA.* (seg_zoo.engine.ema) and SOLVER.LINEAR_LR_END_FACTOR.
+    """Add MODEL_EMA.*, the exponential moving average of the weights (seg_zoo.engine.ema).
 
     EMA weights are updated after every optimizer step and saved in checkpoints (key
     ``ema_state``); with EVAL_WITH_EMA the trainer's evaluations use them, and so do
@@ -417,7 +418,11 @@ def add_model_ema_config(cfg: CfgNode) -> None:
     cfg.MODEL_EMA.ENABLED = False
     cfg.MODEL_EMA.DECAY = 0.999
     cfg.MODEL_EMA.EVAL_WITH_EMA = True
-    # SOLVER.LR_SCHEDULER_NAME "WarmupLinearDecayLR" (seg_zoo.engine.lr_scheduler): the rate
-    # falls linearly to BASE_LR * LINEAR_LR_END_FACTOR at MAX_ITER (official end_lr_factor).
+
+
+def add_solver_config(cfg: CfgNode) -> None:
+    """Add SOLVER.LINEAR_LR_END_FACTOR, the end of the "WarmupLinearDecayLR" schedule
+    (seg_zoo.engine.lr_scheduler): the rate falls linearly to BASE_LR * LINEAR_LR_END_FACTOR at
+    MAX_ITER (Pix2Seq-D's official end_lr_factor). Calling it twice is harmless."""
     if not hasattr(cfg.SOLVER, "LINEAR_LR_END_FACTOR"):
         cfg.SOLVER.LINEAR_LR_END_FACTOR = 0.0

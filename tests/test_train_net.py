@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from detectron2.engine import HookBase, launch
-from train_net_args import train_net_args
+from train_net_args import datasets_root, train_net_args
 
 import train_net
 from seg_zoo.data.datasets.synthetic import generate_synthetic_dataset, register_all_synthetic
@@ -35,15 +35,8 @@ pytestmark = pytest.mark.slow
 def data_root(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("datasets"))
     generate_synthetic_dataset(root)
-    old = os.environ.get("DETECTRON2_DATASETS")
-    os.environ["DETECTRON2_DATASETS"] = root  # for spawned processes
-    register_all_synthetic(root)
-    yield root
-    if old is None:
-        os.environ.pop("DETECTRON2_DATASETS", None)
-    else:
-        os.environ["DETECTRON2_DATASETS"] = old
-    register_all_synthetic()
+    with datasets_root(root, register_all_synthetic):
+        yield root
 
 
 @pytest.fixture(scope="module")

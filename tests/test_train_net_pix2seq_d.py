@@ -12,7 +12,7 @@ import os
 
 import pytest
 import torch
-from train_net_args import train_net_args
+from train_net_args import datasets_root, train_net_args
 
 import train_net
 from seg_zoo.data.datasets.synthetic import generate_synthetic_dataset, register_all_synthetic
@@ -36,17 +36,8 @@ def data_root(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("datasets"))
     generate_synthetic_dataset(root)
     generate_synthetic_video_dataset(root)
-    old = os.environ.get("DETECTRON2_DATASETS")
-    os.environ["DETECTRON2_DATASETS"] = root
-    register_all_synthetic(root)
-    register_all_synthetic_video(root)
-    yield root
-    if old is None:
-        os.environ.pop("DETECTRON2_DATASETS", None)
-    else:
-        os.environ["DETECTRON2_DATASETS"] = old
-    register_all_synthetic()
-    register_all_synthetic_video()
+    with datasets_root(root, register_all_synthetic, register_all_synthetic_video):
+        yield root
 
 
 @pytest.fixture(scope="module")

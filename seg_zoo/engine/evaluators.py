@@ -1,9 +1,9 @@
 """Which detectron2 evaluators score a dataset, decided by its metadata's ``evaluator_type``.
 
 The choices are Mask2Former's: semantic datasets get mIoU; panoptic datasets get PQ and, when
-the model also produces them (``MODEL.MASK_FORMER.TEST.*_ON``; Pix2Seq-D: panoptic and
-semantic), mask AP and mIoU; Cityscapes gets its own scripts; DAVIS-layout videos get J&F.
-Each rule is one row of ``EVALUATOR_RULES`` below.
+the model also produces them (``MODEL.MASK_FORMER.TEST.*_ON``, or the meta-architecture's
+``output_types(cfg)`` where it has one, as Pix2SeqD), mask AP and mIoU; Cityscapes gets its own
+scripts; DAVIS-layout videos get J&F. Each rule is one row of ``EVALUATOR_RULES`` below.
 """
 
 from __future__ import annotations
@@ -37,19 +37,24 @@ _PANOPTIC_TYPES = frozenset(
 )
 
 
-# Outputs of meta-architectures that do not read MODEL.MASK_FORMER.TEST.*_ON: Pix2Seq-D always
-# produces panoptic_seg and the sem_seg derived from it, never instances.
-_FIXED_OUTPUTS = {
-    "Pix2SeqD": {"PANOPTIC_ON": True, "SEMANTIC_ON": True, "INSTANCE_ON": False},
+# The output each MODEL.MASK_FORMER.TEST.*_ON flag switches on.
+_FLAG_OUTPUTS = {
+    "PANOPTIC_ON": "panoptic_seg",
+    "SEMANTIC_ON": "sem_seg",
+    "INSTANCE_ON": "instances",
 }
 
 
 def _test_flag(name: str) -> Callable:
     def check(cfg) -> bool:
-        fixed = _FIXED_OUTPUTS.get(cfg.MODEL.META_ARCHITECTURE)
-        if fixed is not None:
-            return fixed[name]
-        # MODEL.MASK_FORMER.TEST.*_ON: declared by add_seg_zoo_config for every config.
+        from detectron2.modeling import META_ARCH_REGISTRY
+
+        # A meta-architecture whose outputs do not follow the flags says what it produces
+        # (``output_types(cfg)``, e.g. Pix2SeqD); the others read MODEL.MASK_FORMER.TEST.*_ON,
+        # which add_seg_zoo_config declares for every config.
+        arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+        if hasattr(arch, "output_types"):
+            return _FLAG_OUTPUTS[name] in arch.output_types(cfg)
         return bool(cfg.MODEL.MASK_FORMER.TEST.get(name))
 
     return check

@@ -376,6 +376,11 @@ def test_segmenter_release_with_wrong_class_count_is_refused(cache, monkeypatch)
         srv.close()
 
 
+def test_every_catalog_converter_has_an_implementation():
+    # the catalog validates names (it cannot import download.py: download imports it)
+    assert set(download._CONVERTERS) == {c for c in catalog.CONVERTERS if c is not None}
+
+
 def test_unknown_converter_is_refused():
     with pytest.raises(ValueError, match="unknown converter 'zip'"):
         ModelZooEntry(name="x", config="c.yaml", url="https://x/y.pth", converter="zip")

@@ -277,6 +277,12 @@ class Pix2SeqD(nn.Module):
             "frames_dropout": c.VIDEO.FRAMES_DROPOUT,
         }
 
+    @classmethod
+    def output_types(cls, cfg) -> frozenset[str]:
+        """What inference produces, for choosing evaluators (seg_zoo.engine.evaluators):
+        always a panoptic map and the semantic map derived from it, never instances."""
+        return frozenset({"panoptic_seg", "sem_seg"})
+
     @property
     def device(self) -> torch.device:
         return self.pixel_mean.device
@@ -393,11 +399,6 @@ class Pix2SeqD(nn.Module):
                 )
             void = frames == 255
             frames = torch.where(void, 0, frames)
-            if int(frames.max()) >= 2 ** (self.n_bits // 2):
-                raise ValueError(
-                    f"video sample {record.get('video_id')}: object id {int(frames.max())} does "
-                    f"not fit in {self.n_bits // 2} identity bits"
-                )
             # One random identity per object, the same in every frame of the sample.
             T, h, w = frames.shape
             flat = frames.permute(1, 0, 2).reshape(h, T * w)
@@ -531,12 +532,7 @@ class Pix2SeqD(nn.Module):
         if self.video:
             return [self.inference_video(x) for x in batched_inputs]
         images = self._images([x["image"] for x in batched_inputs])
-        cond = None
-        if self.proceeding_frames:  # a video model on single images: no previous frames
-            n, (h, w) = len(batched_inputs), images.tensor.shape[-2:]
-            zeros = images.tensor.new_zeros(n, 2, h // self.mask_stride, w // self.mask_stride)
-            cond = self._cond_bits([zeros.long()] * len(self.proceeding_frames))
-        labels = self.generate(images.tensor, cond)
+        labels = self.generate(images.tensor)
         results = []
         for record, label, size in zip(batched_inputs, labels, images.image_sizes):
             out_size = (record.get("height", size[0]), record.get("width", size[1]))
