@@ -1,7 +1,7 @@
 """The catalog of downloadable seg_zoo models: one entry per row of MODEL_ZOO.md.
 
 Names follow the official download URL: ``mask2former/<dataset>/<task>/<folder>`` is the part
-of ``https://dl.fbaipublicfiles.com/maskformer/<name>/model_final_<md5>.pkl`` between the host
+of ``https://dl.fbaipublicfiles.com/maskformer/<name>/model_final_<suffix>.pkl`` between the host
 prefix and the file name, e.g. ``mask2former/coco/panoptic/maskformer2_R50_bs16_50ep``. That
 folder is the one identifier the official zoo itself keeps stable; it usually equals the config
 stem, except where the official zoo kept an older name (the Mapillary Vistas semantic R50 row,
@@ -19,8 +19,10 @@ two still agree) and are kept as plain data so that importing seg_zoo never pars
 sha256 policy (see ``seg_zoo.model_zoo.download``): a known sha256 is always verified before
 the file is used; an unknown one (``None``) is allowed with a warning that prints the digest of
 what was downloaded, unless the entry sets ``require_sha256`` or the environment sets
-``SEG_ZOO_REQUIRE_SHA256=1``, in which case the download is refused. The official weights could
-not be downloaded where this catalog was written, so no official sha256 is pinned yet.
+``SEG_ZOO_REQUIRE_SHA256=1``, in which case the download is refused. The digests live in
+``pins.py``, written by ``tools/pin_model_zoo.py`` after it has checked that each downloaded file
+builds its config's model. The official weights could not be downloaded where this catalog was
+written, so that tool has not been run on them yet and no official sha256 is pinned.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+
+from .pins import SHA256 as SHA256_PINS
 
 # The root of the checkout: config paths in the catalog are relative to it.
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -93,12 +97,12 @@ class UnknownModelError(KeyError):
         return str(self.args[0])
 
 
-def _entry(name, config, url, *, model_id, metrics, sha256=None, converter=None):
+def _entry(name, config, url, *, model_id, metrics, converter=None):
     return ModelZooEntry(
         name=name,
         config=config,
         url=url,
-        sha256=sha256,
+        sha256=SHA256_PINS.get(name),
         model_id=model_id,
         metrics=metrics,
         converter=converter,

@@ -275,8 +275,15 @@ def download_entry(entry: ModelZooEntry, *, progress: bool = True, force: bool =
     out = converted_cache_path(entry)
     with file_lock(str(out)):
         if force or not out.exists() or out.stat().st_mtime < Path(path).stat().st_mtime:
-            _CONVERTERS[entry.converter](entry, Path(path), out)
+            convert_download(entry, path, out)
     return str(out)
+
+
+def convert_download(entry: ModelZooEntry, src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Turn ``src``, the downloaded file of an entry with a ``converter``, into ``dst``."""
+    if entry.converter is None:
+        raise ValueError(f"seg_zoo://{entry.name} is used as downloaded; it has no converter")
+    _CONVERTERS[entry.converter](entry, Path(src), Path(dst))
 
 
 def _convert_segmenter(entry: ModelZooEntry, src: Path, dst: Path) -> None:

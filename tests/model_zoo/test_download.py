@@ -1,22 +1,21 @@
 """Downloads and ``seg_zoo://`` paths against a local HTTP server on 127.0.0.1.
 
-The server is written here (a few lines on top of ``http.server``) so that the tests control
-what it sends, honour ``Range`` requests and count every request; no other network is used.
-Expected digests come from ``hashlib`` on the served bytes, not from seg_zoo.
+The server (``zoo_helpers.LocalServer``) honours ``Range`` requests and counts every request; no
+other network is used. Expected digests come from ``hashlib`` on the served bytes, not from
+seg_zoo.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.server
 import logging
 import pickle
-import threading
 
 import numpy as np
 import pytest
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
+from zoo_helpers import LocalServer, official_tiny_mask_bytes
 
 import seg_zoo  # noqa: F401  (registers the seg_zoo:// handler)
 from seg_zoo.model_zoo import catalog, download
@@ -36,59 +35,6 @@ def make_checkpoint_bytes() -> bytes:
     return pickle.dumps({"model": model, "__author__": "seg_zoo tests"}, protocol=2)
 
 
-class _Server:
-    """Serves ``files`` (path -> bytes) with Range support; records each request."""
-
-    def __init__(self, files: dict[str, bytes]):
-        self.files = files
-        self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
-        self.honour_range = True
-        self.cut_after: int | None = None  # send only this many bytes once, then hang up
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                server.requests.append((self.path, self.headers.get("Range")))
-                body = server.files.get(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                start = 0
-                rng = self.headers.get("Range")
-                if rng and server.honour_range:
-                    start = int(rng.removeprefix("bytes=").split("-")[0])
-                    if start >= len(body):
-                        self.send_error(416)
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", str(len(body) - start))
-                self.end_headers()
-                if server.cut_after is not None:
-                    # Promise the whole length, send a part, then drop the connection.
-                    self.wfile.write(body[start : start + server.cut_after])
-                    server.cut_after = None
-                    self.close_connection = True
-                    return
-                self.wfile.write(body[start:])
-
-            def log_message(self, *args):  # keep test output quiet
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def payload() -> bytes:
     return make_checkpoint_bytes()
@@ -96,17 +42,9 @@ def payload() -> bytes:
 
 @pytest.fixture
 def server(payload):
-    srv = _Server({"/zoo/" + FILE_NAME: payload})
+    srv = LocalServer({"/zoo/" + FILE_NAME: payload})
     yield srv
     srv.close()
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    root = tmp_path / "cache"
-    monkeypatch.setenv("SEG_ZOO_CACHE", str(root))
-    monkeypatch.delenv("SEG_ZOO_REQUIRE_SHA256", raising=False)
-    return root
 
 
 def test_download_then_cache_hit(server, payload, cache, tmp_path):
@@ -274,32 +212,6 @@ def test_unknown_name_lists_known_names():
 # --------------------------------------------------------------------------------------------
 # Segmenter releases: downloaded as the official checkpoint.pth, converted on first use
 # --------------------------------------------------------------------------------------------
-SEGMENTER_REFERENCE = "/work/shared/reference/segmenter/seg_tiny_mask.txt"
-
-
-def _official_tiny_mask_bytes() -> tuple[bytes, dict]:
-    """checkpoint.pth of the official Seg-T-Mask/16 layout (names and shapes from the reference
-    listing) with seeded random values, as bytes, and its state dict."""
-    import io
-    import os
-
-    import torch
-    import yaml
-
-    if not os.path.isfile(SEGMENTER_REFERENCE):
-        pytest.skip(f"no reference listing {SEGMENTER_REFERENCE}")
-    gen = torch.Generator().manual_seed(0)
-    sd = {}
-    with open(SEGMENTER_REFERENCE) as f:
-        for line in f:
-            if line.strip() and not line.startswith("#"):
-                key, shape = line.rstrip("\n").split("\t")
-                sd[key] = torch.randn(yaml.safe_load(shape), generator=gen)
-    buf = io.BytesIO()
-    torch.save({"model": sd, "epoch": 63}, buf)
-    return buf.getvalue(), sd
-
-
 def test_segmenter_release_is_converted_on_first_use(cache, monkeypatch):
     import dataclasses
 
@@ -308,8 +220,8 @@ def test_segmenter_release_is_converted_on_first_use(cache, monkeypatch):
 
     from seg_zoo.config import load_config
 
-    blob, official = _official_tiny_mask_bytes()
-    srv = _Server({"/ade20k/seg_tiny_mask/checkpoint.pth": blob})
+    blob, official = official_tiny_mask_bytes()
+    srv = LocalServer({"/ade20k/seg_tiny_mask/checkpoint.pth": blob})
     try:
         real = catalog.get_entry("seg_zoo://segmenter/ade20k/seg_tiny_mask")
         assert real.converter == "segmenter"
@@ -359,8 +271,8 @@ def os_stat_ns(path: str) -> int:
 def test_segmenter_release_with_wrong_class_count_is_refused(cache, monkeypatch):
     import dataclasses
 
-    blob, _ = _official_tiny_mask_bytes()
-    srv = _Server({"/x/checkpoint.pth": blob})
+    blob, _ = official_tiny_mask_bytes()
+    srv = LocalServer({"/x/checkpoint.pth": blob})
     try:
         # the 150-class ADE20K release under an entry whose config has Cityscapes' 19 classes
         entry = dataclasses.replace(
