@@ -27,6 +27,7 @@ def add_seg_zoo_config(cfg: CfgNode) -> None:
     add_pix2seq_d_config(cfg)
     add_model_ema_config(cfg)
     add_solver_config(cfg)
+    add_resize_crop_resize_config(cfg)
 
 
 def load_config(config_file: str, opts: list[str] | tuple = ()) -> CfgNode:
@@ -426,3 +427,28 @@ def add_solver_config(cfg: CfgNode) -> None:
     MAX_ITER (Pix2Seq-D's official end_lr_factor). Calling it twice is harmless."""
     if not hasattr(cfg.SOLVER, "LINEAR_LR_END_FACTOR"):
         cfg.SOLVER.LINEAR_LR_END_FACTOR = 0.0
+
+
+def add_resize_crop_resize_config(cfg: CfgNode) -> None:
+    """Add INPUT.RESIZE_CROP_RESIZE.*, DETR's "resize, crop, resize" training augmentation, which
+    the Swin paper's COCO detectors use half of the time (read by the "detectron2" mapper).
+
+    Per training image, with probability PROB the multi-scale resize (INPUT.MIN_SIZE_TRAIN,
+    MAX_SIZE_TRAIN, MIN_SIZE_TRAIN_SAMPLING) is replaced by: resize the short side to one of
+    MIN_SIZE (long side <= MAX_SIZE_TRAIN), crop a random (h, w) with each side drawn from
+    CROP_SIZE = (lo, hi) (detectron2's "absolute_range" crop), then the multi-scale resize.
+    Calling it twice is harmless.
+    """
+    from detectron2.config import CfgNode as CN
+
+    if hasattr(cfg.INPUT, "RESIZE_CROP_RESIZE"):
+        return
+    c = cfg.INPUT.RESIZE_CROP_RESIZE = CN()
+    # Use the augmentation (training only; exclusive with INPUT.CROP).
+    c.ENABLED = False
+    # Chance, per image, of the resize-crop-resize branch instead of the plain resize.
+    c.PROB = 0.5
+    # Short side of the first resize, one picked at random per image.
+    c.MIN_SIZE = (400, 500, 600)
+    # (lo, hi): crop height and width are each drawn uniformly from lo..hi (capped by the image).
+    c.CROP_SIZE = (384, 600)

@@ -21,7 +21,9 @@ from detectron2.structures import polygons_to_bitmask
 
 __all__ = [
     "ColorAugSSDTransform",
+    "RandomChoice",
     "build_flip_augmentation",
+    "build_resize_crop_resize_augmentation",
     "build_resize_crop_augmentations",
     "read_image_checked",
     "read_label_map",
@@ -81,6 +83,63 @@ def build_resize_crop_augmentations(cfg, category_area_crop: bool) -> list[T.Aug
         augs.append(ColorAugSSDTransform(img_format=cfg.INPUT.FORMAT))
     augs.extend(build_flip_augmentation(cfg))
     return augs
+
+
+class RandomChoice(T.Augmentation):
+    """One of several augmentation lists, picked at random for each input.
+
+    The counterpart of mmdet's ``AutoAugment`` / mmcv's ``RandomChoice`` pipelines. ``probs``
+    gives each branch's chance (uniform when omitted). The choice uses numpy's global generator,
+    like every detectron2 augmentation, so data-loader workers seed it.
+    """
+
+    def __init__(self, branches: list[list[T.Augmentation]], probs: list[float] | None = None):
+        super().__init__()
+        if not branches:
+            raise ValueError("RandomChoice needs at least one branch")
+        if probs is None:
+            probs = [1.0 / len(branches)] * len(branches)
+        if len(probs) != len(branches) or any(p < 0 for p in probs) or sum(probs) <= 0:
+            raise ValueError(
+                f"RandomChoice: probs {list(probs)} must be {len(branches)} non-negative numbers "
+                "with a positive sum"
+            )
+        self.branches = [T.AugmentationList(branch) for branch in branches]
+        total = float(sum(probs))
+        self.probs = [float(p) / total for p in probs]
+
+    def __call__(self, aug_input) -> T.Transform:
+        i = int(np.random.choice(len(self.branches), p=self.probs))
+        return self.branches[i](aug_input)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{p:.2f}: {b}" for p, b in zip(self.probs, self.branches))
+        return f"RandomChoice({inner})"
+
+    __str__ = __repr__
+
+
+def build_resize_crop_resize_augmentation(cfg) -> T.Augmentation:
+    """``INPUT.RESIZE_CROP_RESIZE``: the multi-scale resize, or with probability PROB DETR's
+    resize -> random crop -> multi-scale resize (the Swin paper's COCO detection recipe)."""
+    c = cfg.INPUT.RESIZE_CROP_RESIZE
+    if not 0.0 <= c.PROB <= 1.0:
+        raise ValueError(f"INPUT.RESIZE_CROP_RESIZE.PROB must be in [0, 1], got {c.PROB}")
+    if not c.MIN_SIZE or any(int(m) <= 0 for m in c.MIN_SIZE):
+        raise ValueError(
+            f"INPUT.RESIZE_CROP_RESIZE.MIN_SIZE must list positive sizes, got {c.MIN_SIZE}"
+        )
+    crop = tuple(c.CROP_SIZE)
+    if len(crop) != 2 or not 0 < crop[0] <= crop[1]:
+        raise ValueError(
+            f"INPUT.RESIZE_CROP_RESIZE.CROP_SIZE must be (lo, hi) with 0 < lo <= hi, got {crop}"
+        )
+    resize = T.ResizeShortestEdge(
+        cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
+    )
+    first = T.ResizeShortestEdge(tuple(c.MIN_SIZE), cfg.INPUT.MAX_SIZE_TRAIN, "choice")
+    cropped = [first, T.RandomCrop("absolute_range", crop), resize]
+    return RandomChoice([[resize], cropped], [1.0 - c.PROB, c.PROB])
 
 
 # ------------------------------------------------------------------------------------------

@@ -14,8 +14,10 @@ from PIL import Image
 
 from seg_zoo.data.augmentation import (
     ColorAugSSDTransform,
+    RandomChoice,
     build_flip_augmentation,
     build_resize_crop_augmentations,
+    build_resize_crop_resize_augmentation,
     pad_bottom_right,
     pad_to_divisibility,
     read_image_checked,
@@ -203,6 +205,92 @@ def test_flip_from_config():
     cfg.INPUT.RANDOM_FLIP = "diagonal"
     with pytest.raises(ValueError, match="RANDOM_FLIP.*'diagonal'"):
         build_flip_augmentation(cfg)
+
+
+def test_random_choice_frequencies_and_bad_probs():
+    class Mark(T.Augmentation):
+        def __init__(self, value):
+            super().__init__()
+            self.value = value
+
+        def get_transform(self, image):
+            return T.ColorTransform(lambda img, v=self.value: np.full_like(img, v))
+
+    choice = RandomChoice([[Mark(1)], [Mark(2), Mark(3)]], [0.25, 0.75])
+    np.random.seed(0)
+    seen = []
+    for _ in range(2000):
+        inp = T.AugInput(np.zeros((2, 2, 3), np.uint8))
+        tfms = choice(inp)
+        seen.append((len(tfms.transforms), int(inp.image[0, 0, 0])))
+    # branch 2 runs both of its augmentations, in order (3 is written last)
+    assert set(seen) == {(1, 1), (2, 3)}
+    share = sum(n == 2 for n, _ in seen) / len(seen)
+    assert abs(share - 0.75) < 4 * (0.75 * 0.25 / 2000) ** 0.5  # 4 binomial standard deviations
+    assert RandomChoice([[Mark(1)], [Mark(2)]]).probs == [0.5, 0.5]
+    for bad in ([1.0], [-1.0, 2.0], [0.0, 0.0]):
+        with pytest.raises(ValueError, match="RandomChoice: probs"):
+            RandomChoice([[Mark(1)], [Mark(2)]], bad)
+    with pytest.raises(ValueError, match="at least one branch"):
+        RandomChoice([])
+
+
+def _resize_crop_resize_cfg(**changes):
+    from detectron2.config import get_cfg
+
+    from seg_zoo.config import add_seg_zoo_config
+
+    cfg = get_cfg()
+    add_seg_zoo_config(cfg)
+    cfg.INPUT.MIN_SIZE_TRAIN = tuple(range(480, 801, 32))
+    cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"
+    cfg.INPUT.MAX_SIZE_TRAIN = 1333
+    for key, value in changes.items():
+        setattr(cfg.INPUT.RESIZE_CROP_RESIZE, key, value)
+    return cfg
+
+
+def test_resize_crop_resize_sizes():
+    """The Swin COCO recipe on a 480 x 640 image, sizes checked against the recipe by hand."""
+    aug = build_resize_crop_resize_augmentation(_resize_crop_resize_cfg())
+    np.random.seed(0)
+    cropped = 0
+    for _ in range(400):
+        inp = T.AugInput(np.zeros((480, 640, 3), np.uint8))
+        tfms = aug(inp).transforms
+        h, w = inp.image.shape[:2]
+        # the last step is always the multi-scale resize: short side one of 480..800
+        # (the long side, <= 800 * 600 / 384 = 1250, never reaches 1333)
+        assert min(h, w) in range(480, 801, 32)
+        if len(tfms) == 1:
+            assert isinstance(tfms[0], T.ResizeTransform)
+            assert round(max(h, w) / min(h, w), 2) == round(640 / 480, 2)
+            continue
+        cropped += 1
+        first, crop, last = tfms
+        assert isinstance(first, T.ResizeTransform) and isinstance(last, T.ResizeTransform)
+        assert isinstance(crop, T.CropTransform)
+        assert (first.h, first.w) == (480, 640)
+        assert first.new_h in (400, 500, 600)
+        assert first.new_w == int(640 * first.new_h / 480 + 0.5)
+        assert 384 <= crop.h <= min(first.new_h, 600) and 384 <= crop.w <= min(first.new_w, 600)
+        assert 0 <= crop.y0 <= first.new_h - crop.h and 0 <= crop.x0 <= first.new_w - crop.w
+        assert (last.h, last.w) == (crop.h, crop.w)
+    assert abs(cropped / 400 - 0.5) < 4 * (0.25 / 400) ** 0.5
+
+
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("PROB", 1.5, "PROB must be in"),
+        ("MIN_SIZE", (), "MIN_SIZE must list positive"),
+        ("CROP_SIZE", (600, 384), r"CROP_SIZE must be \(lo, hi\)"),
+        ("CROP_SIZE", (384,), r"CROP_SIZE must be \(lo, hi\)"),
+    ],
+)
+def test_resize_crop_resize_bad_config(key, value, match):
+    with pytest.raises(ValueError, match=f"INPUT.RESIZE_CROP_RESIZE.{match}"):
+        build_resize_crop_resize_augmentation(_resize_crop_resize_cfg(**{key: value}))
 
 
 def test_read_image_errors_name_the_file(tmp_path):

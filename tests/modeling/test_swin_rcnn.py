@@ -195,6 +195,10 @@ def test_rcnn_config_has_the_papers_recipe(name):
     assert cfg.INPUT.DATASET_MAPPER_NAME == "detectron2"
     assert tuple(cfg.INPUT.MIN_SIZE_TRAIN) == tuple(range(480, 801, 32))
     assert cfg.INPUT.MAX_SIZE_TRAIN == 1333
+    # the official AutoAugment's second policy, picked for half of the images
+    rcr = cfg.INPUT.RESIZE_CROP_RESIZE
+    assert rcr.ENABLED and rcr.PROB == 0.5 and not cfg.INPUT.CROP.ENABLED
+    assert (tuple(rcr.MIN_SIZE), tuple(rcr.CROP_SIZE)) == ((400, 500, 600), (384, 600))
     assert (cfg.DATASETS.TRAIN, cfg.DATASETS.TEST) == (("coco_2017_train",), ("coco_2017_val",))
     s = cfg.SOLVER
     assert (s.OPTIMIZER, s.BASE_LR, s.WEIGHT_DECAY, s.IMS_PER_BATCH) == ("ADAMW", 1e-4, 0.05, 16)
@@ -237,7 +241,11 @@ def test_detectron2_mapper_is_registered(synthetic_root):
 
     cfg = _cfg(SYNTHETIC)
     mapper = build_dataset_mapper(cfg, is_train=True)
-    assert type(mapper) is DatasetMapper
+    assert isinstance(mapper, DatasetMapper)
+    # without INPUT.RESIZE_CROP_RESIZE it is detectron2's mapper, as detectron2 builds it
+    plain = DatasetMapper(cfg, is_train=True)
+    assert str(mapper.augmentations) == str(plain.augmentations)
+    assert mapper.recompute_boxes == plain.recompute_boxes
     record = DatasetCatalog.get("synthetic_instance_train")[0]
     out = mapper(record)
     instances = out["instances"]
@@ -247,12 +255,59 @@ def test_detectron2_mapper_is_registered(synthetic_root):
     assert int(instances.gt_classes.max()) < 4
 
 
+def test_detectron2_mapper_resize_crop_resize(synthetic_root):
+    from detectron2.data import DatasetCatalog
+    from detectron2.data import transforms as T
+
+    from seg_zoo.data.augmentation import RandomChoice
+    from seg_zoo.data.dataset_mappers import build_dataset_mapper
+
+    # every image cropped. The synthetic images have sides of 96..160: the first resize makes
+    # the short side 200 (long side <= 200 * 160 / 96 < 400), so a 100..150 crop always cuts
+    cfg = _cfg(SYNTHETIC)
+    cfg.INPUT.MAX_SIZE_TRAIN = 400
+    cfg.INPUT.RESIZE_CROP_RESIZE.ENABLED = True
+    cfg.INPUT.RESIZE_CROP_RESIZE.PROB = 1.0
+    cfg.INPUT.RESIZE_CROP_RESIZE.MIN_SIZE = (200,)
+    cfg.INPUT.RESIZE_CROP_RESIZE.CROP_SIZE = (100, 150)
+    mapper = build_dataset_mapper(cfg, is_train=True)
+    assert isinstance(mapper.augmentations.augs[0], RandomChoice)
+    assert not any(isinstance(a, T.ResizeShortestEdge) for a in mapper.augmentations.augs)
+    assert mapper.recompute_boxes
+    assert build_dataset_mapper(cfg, is_train=False).augmentations.augs[0].__class__ is (
+        T.ResizeShortestEdge
+    )  # evaluation is untouched
+    records = DatasetCatalog.get("synthetic_instance_train")[:8]
+    np.random.seed(0)
+    image = np.zeros((records[0]["height"], records[0]["width"], 3), np.uint8)
+    first, crop, _, _ = mapper.augmentations(T.AugInput(image)).transforms
+    assert min(first.new_h, first.new_w) == 200
+    assert crop.h <= 150 < min(first.new_h, first.new_w) and crop.w <= 150
+    checked = 0
+    for record in records:
+        instances = mapper(record)["instances"]
+        masks = instances.gt_masks.tensor.numpy()
+        for box, mask in zip(instances.gt_boxes.tensor.numpy(), masks):
+            ys, xs = np.nonzero(mask)
+            if len(ys):  # boxes are the tight boxes of what the crop left of each mask
+                np.testing.assert_allclose(box, [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+                checked += 1
+    assert checked > 0
+
+    cfg.INPUT.CROP.ENABLED = True
+    with pytest.raises(ValueError, match="RESIZE_CROP_RESIZE.ENABLED and INPUT.CROP.ENABLED"):
+        build_dataset_mapper(cfg, is_train=True)
+
+
 @pytest.mark.slow
 def test_tiny_swin_mask_rcnn_trains_and_evaluates(synthetic_root, tmp_path, one_thread):
     import train_net
 
     argv = ["--config-file", str(SYNTHETIC), "OUTPUT_DIR", str(tmp_path)]
     argv += ["SOLVER.MAX_ITER", "20", "SOLVER.IMS_PER_BATCH", "2"]
+    # with the COCO recipe's resize-crop-resize, scaled to the synthetic images (96..160 px)
+    argv += ["INPUT.RESIZE_CROP_RESIZE.ENABLED", "True", "INPUT.RESIZE_CROP_RESIZE.MIN_SIZE"]
+    argv += ["(120, 140)", "INPUT.RESIZE_CROP_RESIZE.CROP_SIZE", "(64, 110)"]
     results = train_net.main(train_net.default_argument_parser().parse_args(argv))
     for task in ("bbox", "segm"):
         assert np.isfinite(results[task]["AP"]), (task, results[task])
