@@ -236,7 +236,8 @@ def add_upernet_config(cfg: CfgNode) -> None:
     cfg.MODEL.UPERNET.AUX_NUM_CONVS = 1
     # Weight of the auxiliary head's cross-entropy; 0 builds no auxiliary head.
     cfg.MODEL.UPERNET.AUX_LOSS_WEIGHT = 0.4
-    # Images are padded to a multiple of it; negative: the backbone's own size_divisibility.
+    # Images are padded to a multiple of it (0: only to the batch's largest image); negative:
+    # the backbone's own size_divisibility.
     cfg.MODEL.UPERNET.SIZE_DIVISIBILITY = 32
 
 

@@ -11,7 +11,9 @@ entry, and ``list_models()`` lists every name.
 Segmenter releases are named ``segmenter/<dataset>/<folder>`` after their official URL
 ``.../segmenter/checkpoints/<dataset>/<folder>/checkpoint.pth``; the folder is also the config
 stem. Those files are PyTorch checkpoints with the official names, so their entries carry
-``converter="segmenter"``: the first use converts the download into a seg_zoo ``.pkl``.
+``converter="segmenter"``: the first use converts the download into a seg_zoo ``.pkl``. The Swin
+paper's UperNet releases (mmseg checkpoints) are ``upernet/ade20k/<file stem>`` with
+``converter="mmseg_upernet"``.
 
 The entries were generated once from MODEL_ZOO.md (tests/model_zoo/test_catalog.py checks the
 two still agree) and are kept as plain data so that importing seg_zoo never parses Markdown.
@@ -41,7 +43,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 URI_PREFIX = "seg_zoo://"
 
 # Values of ``ModelZooEntry.converter``.
-CONVERTERS = (None, "segmenter")
+CONVERTERS = (None, "segmenter", "mmseg_upernet")
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,22 @@ def _segmenter(dataset: str, folder: str, config_dataset: str, ss: float, ms: fl
         model_id="",
         metrics={"mIoU": ss, "mIoU (ms+flip)": ms},
         converter="segmenter",
+    )
+
+
+SWIN_UPERNET_URL = "https://github.com/SwinTransformer/storage/releases/download/v1.0.1"
+
+
+def _swin_upernet(size: str, ss: float, ms: float):
+    """An official Swin + UperNet ADE20K release (mmseg checkpoint, converted on first use)."""
+    stem = f"upernet_swin_{size}_patch4_window7_512x512"
+    return _entry(
+        f"upernet/ade20k/{stem}",
+        f"configs/ade20k/semantic-segmentation/upernet/upernet_swin_{size}_bs16_160k.yaml",
+        f"{SWIN_UPERNET_URL}/{stem}.pth",
+        model_id="",
+        metrics={"mIoU": ss, "mIoU (ms+flip)": ms},
+        converter="mmseg_upernet",
     )
 
 
@@ -466,6 +484,11 @@ _ENTRIES = [
     _segmenter("ade20k", "seg_base_deit_linear", "ade20k", 47.1, 48.1),
     _segmenter("ade20k", "seg_base_deit_mask", "ade20k", 48.7, 50.1),
     _segmenter("cityscapes", "seg_large_mask", "cityscapes", 79.1, 81.3),
+    # Swin + UperNet (Liu et al., ICCV 2021): the ADE20K releases of the official
+    # Swin-Transformer-Semantic-Segmentation README (ImageNet-1K backbones, 512x512, 160k).
+    _swin_upernet("tiny", 44.51, 45.81),
+    _swin_upernet("small", 47.64, 49.47),
+    _swin_upernet("base", 48.13, 49.72),
 ]
 
 # name -> entry. A plain dict on purpose: tests (and users with private mirrors) may add entries.

@@ -286,23 +286,40 @@ def convert_download(entry: ModelZooEntry, src: str | os.PathLike, dst: str | os
     _CONVERTERS[entry.converter](entry, Path(src), Path(dst))
 
 
-def _convert_segmenter(entry: ModelZooEntry, src: Path, dst: Path) -> None:
-    """Official Segmenter ``checkpoint.pth`` -> seg_zoo's names, checked against the config."""
+def _convert_checked(
+    entry: ModelZooEntry, src: Path, dst: Path, check_num_classes, convert, author: str
+) -> None:
+    """Read ``src``, check its class count against the entry's config, convert, write ``dst``."""
     # Imported here: converting needs detectron2's config machinery, plain downloads do not.
     from seg_zoo.config import load_config
 
     from .convert import load_source_state_dict, save_d2_checkpoint
-    from .convert_segmenter import check_num_classes, convert_segmenter_state_dict
 
     state_dict = load_source_state_dict(src)
     num_classes = load_config(str(entry.config_path)).MODEL.SEM_SEG_HEAD.NUM_CLASSES
     check_num_classes(state_dict, num_classes, f"{src} (seg_zoo://{entry.name})")
-    converted = convert_segmenter_state_dict(state_dict, source=str(src))
-    save_d2_checkpoint(converted, dst, author="segmenter")
+    converted = convert(state_dict, source=str(src))
+    save_d2_checkpoint(converted, dst, author=author)
     logger.info("converted %s into %s (%d tensors)", src, dst, len(converted))
 
 
-_CONVERTERS = {"segmenter": _convert_segmenter}
+def _convert_segmenter(entry: ModelZooEntry, src: Path, dst: Path) -> None:
+    """Official Segmenter ``checkpoint.pth`` -> seg_zoo's names, checked against the config."""
+    from .convert_segmenter import check_num_classes, convert_segmenter_state_dict
+
+    _convert_checked(entry, src, dst, check_num_classes, convert_segmenter_state_dict, "segmenter")
+
+
+def _convert_mmseg_upernet(entry: ModelZooEntry, src: Path, dst: Path) -> None:
+    """mmseg Swin + UperNet checkpoint -> seg_zoo's names, checked against the config."""
+    from .convert_mmseg import check_upernet_num_classes, convert_mmseg_upernet_state_dict
+
+    _convert_checked(
+        entry, src, dst, check_upernet_num_classes, convert_mmseg_upernet_state_dict, "mmseg"
+    )
+
+
+_CONVERTERS = {"segmenter": _convert_segmenter, "mmseg_upernet": _convert_mmseg_upernet}
 
 
 def clear_entry(entry: ModelZooEntry) -> None:

@@ -121,6 +121,18 @@ def load_cfg(rel: str):
     return cfg
 
 
+def assert_params_column(row: dict, cfg) -> int:
+    """The row's params cell is the parameter count of the model built (on the meta device)."""
+    import torch
+    from detectron2.modeling import META_ARCH_REGISTRY
+
+    with torch.device("meta"):
+        model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
+    params = sum(p.numel() for p in model.parameters())
+    assert row["params"].replace(",", "") == str(params), f"{row['_config']}: {params:,}"
+    return params
+
+
 ROWS = zoo_rows()
 ROW_IDS = [r["_config"] for r in ROWS]
 
@@ -272,14 +284,8 @@ def test_segmenter_rows_cover_the_official_releases():
 
 @pytest.mark.parametrize("row", SEGMENTER_ROWS, ids=[r["_config"] for r in SEGMENTER_ROWS])
 def test_segmenter_row_params_and_resolution(row):
-    import torch
-    from detectron2.modeling import META_ARCH_REGISTRY
-
     cfg = load_cfg(row["_config"])
-    with torch.device("meta"):
-        model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
-    params = sum(p.numel() for p in model.parameters())
-    assert row["params"].replace(",", "") == str(params), f"{row['_config']}: {params:,}"
+    params = assert_params_column(row, cfg)
     side = cfg.MODEL.SEGMENTER.WINDOW_SIZE
     assert row["resolution"] == f"{side}x{side}"
     assert (cfg.MODEL.VIT.DISTILLED) == ("distilled" in row["backbone"])
@@ -304,3 +310,45 @@ def test_segmenter_metrics_by_hand():
     assert (ade["mIoU"], ade["mIoU (ms+flip)"]) == ("51.8", "53.6")
     cs = by_config["cityscapes/semantic-segmentation/segmenter/seg_large_mask.yaml"]
     assert (cs["mIoU"], cs["mIoU (ms+flip)"]) == ("79.1", "81.3")
+
+
+UPERNET_ROWS = zoo_rows("Swin + UperNet")
+UPERNET_URL_RE = re.compile(
+    r"^https://github\.com/SwinTransformer/storage/releases/download/v1\.0\.1/"
+    r"upernet_swin_(?P<size>tiny|small|base)_patch4_window7_512x512\.pth$"
+)
+
+
+def test_upernet_rows_are_the_official_releases_and_in_the_catalog():
+    from seg_zoo.model_zoo.catalog import MODEL_ZOO
+
+    # the official README's ADE20K table: Swin-T/S/B, ImageNet-1K, 512x512, 160k
+    sizes = [UPERNET_URL_RE.match(link_url(r["download"]))["size"] for r in UPERNET_ROWS]
+    assert sizes == ["tiny", "small", "base"]
+    by_url = {e.url: e for e in MODEL_ZOO.values()}
+    for row, size in zip(UPERNET_ROWS, sizes):
+        entry = by_url[link_url(row["download"])]
+        assert entry.config == "configs/" + row["_config"]
+        assert (
+            row["_config"]
+            == f"ade20k/semantic-segmentation/upernet/upernet_swin_{size}_bs16_160k.yaml"
+        )
+        assert dict(entry.metrics) == {
+            "mIoU": float(row["mIoU"]),
+            "mIoU (ms+flip)": float(row["mIoU (ms+flip)"]),
+        }
+        assert (row["crop"], row["iterations"]) == ("512x512", "160k")
+    # by hand, from the official README: Swin-T 44.51 / 45.81, Swin-B 48.13 / 49.72
+    assert (UPERNET_ROWS[0]["mIoU"], UPERNET_ROWS[0]["mIoU (ms+flip)"]) == ("44.51", "45.81")
+    assert (UPERNET_ROWS[2]["mIoU"], UPERNET_ROWS[2]["mIoU (ms+flip)"]) == ("48.13", "49.72")
+
+
+@pytest.mark.parametrize("row", UPERNET_ROWS, ids=[r["_config"] for r in UPERNET_ROWS])
+def test_upernet_row_params_and_config(row):
+    cfg = load_cfg(row["_config"])
+    assert_params_column(row, cfg)
+    # the official model: window 7, ImageNet-1K 224 pre-training, whole-image inference unpadded
+    assert cfg.MODEL.SWIN.WINDOW_SIZE == 7 and cfg.MODEL.SWIN.PRETRAIN_IMG_SIZE == 224
+    assert row["pretrain"] + ".pkl" == cfg.MODEL.WEIGHTS
+    assert cfg.MODEL.UPERNET.SIZE_DIVISIBILITY == 0
+    assert (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST) == (512, 2048)

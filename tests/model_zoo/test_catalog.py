@@ -38,11 +38,12 @@ def model_zoo_md_rows() -> list[tuple[str, str]]:
 def test_catalog_matches_model_zoo_md():
     rows = model_zoo_md_rows()
     # "47 models" says the Mask2Former section; the Segmenter section lists 9 official releases,
-    # of which the Pascal Context one (60 outputs) has no catalog entry.
+    # of which the Pascal Context one (60 outputs) has no catalog entry; the Swin + UperNet
+    # section the 3 ADE20K releases.
     pascal = [r for r in rows if "/pascal_context/" in r[1]]
     assert len(pascal) == 1
     rows = [r for r in rows if r not in pascal]
-    assert len(rows) == 47 + 8
+    assert len(rows) == 47 + 8 + 3
     assert sorted(rows) == sorted((e.config, e.url) for e in MODEL_ZOO.values())
 
 
@@ -51,7 +52,17 @@ def test_names_configs_and_checksums():
         assert entry.name == name
         assert entry.config_path.is_file(), entry.config
         # the naming scheme: the official URL minus host prefix and file name
-        if name.startswith("segmenter/"):
+        if name.startswith("upernet/"):
+            assert entry.converter == "mmseg_upernet"
+            assert entry.url == (
+                "https://github.com/SwinTransformer/storage/releases/download/v1.0.1/"
+                f"{name.rsplit('/', 1)[1]}.pth"
+            )
+            size = re.fullmatch(r"upernet/ade20k/upernet_swin_(\w+)_patch4_window7_512x512", name)
+            assert entry.config == (
+                f"configs/ade20k/semantic-segmentation/upernet/upernet_swin_{size[1]}_bs16_160k.yaml"
+            )
+        elif name.startswith("segmenter/"):
             assert entry.converter == "segmenter"
             assert entry.url == (
                 "https://www.rocq.inria.fr/cluster-willow/rstrudel/segmenter/checkpoints/"

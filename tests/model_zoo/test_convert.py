@@ -7,7 +7,6 @@ the names/shapes of Microsoft's official Swin state_dicts recorded in
 
 from __future__ import annotations
 
-import importlib.util
 import pickle
 import re
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from zoo_helpers import load_tool
 
 from seg_zoo.model_zoo.convert import (
     convert_swin_to_d2,
@@ -38,14 +38,6 @@ def perturb_(model: nn.Module, seed: int) -> nn.Module:
         for p in model.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=gen))
     return model
-
-
-def load_tool(name: str):
-    """Import a tools/ script (hyphenated file name) as a module."""
-    spec = importlib.util.spec_from_file_location(name.replace("-", "_"), REPO / "tools" / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ taken from the converter.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 import yaml
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
+from zoo_helpers import load_tool
 
 from seg_zoo.config import load_config
 from seg_zoo.model_zoo.convert_segmenter import (
@@ -30,11 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 REFERENCE = Path("/work/shared/reference/segmenter")
 need_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason="no reference names")
 
-_spec = importlib.util.spec_from_file_location(
-    "convert_segmenter_tool", REPO / "tools" / "convert-segmenter-to-d2.py"
-)
-tool = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tool)
+tool = load_tool("convert-segmenter-to-d2.py")
 
 
 def official_state_dict(name: str, seed: int = 0) -> dict[str, torch.Tensor]:

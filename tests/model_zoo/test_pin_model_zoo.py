@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import pickle
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from zoo_helpers import LocalServer, official_tiny_mask_bytes
+from zoo_helpers import LocalServer, load_tool, official_tiny_mask_bytes
 
 from seg_zoo.model_zoo import catalog
 
@@ -25,15 +24,7 @@ TINY = "segmenter/ade20k/seg_tiny_mask"
 SMALL = "segmenter/ade20k/seg_small_mask"
 
 
-def _load_tool():
-    path = REPO / "tools" / "pin_model_zoo.py"
-    spec = importlib.util.spec_from_file_location("seg_zoo_tools_pin_model_zoo", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
+tool = load_tool("pin_model_zoo.py")
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ what it sends, honour ``Range`` requests and count every request; no other netwo
 from __future__ import annotations
 
 import http.server
+import importlib.util
 import io
 import os
 import threading
@@ -89,3 +90,12 @@ def official_tiny_mask_bytes() -> tuple[bytes, dict]:
     buf = io.BytesIO()
     torch.save({"model": sd, "epoch": 63}, buf)
     return buf.getvalue(), sd
+
+
+def load_tool(name: str):
+    """Import a tools/ script (hyphenated file name) as a module."""
+    path = Path(__file__).resolve().parents[2] / "tools" / name
+    spec = importlib.util.spec_from_file_location(name.replace("-", "_"), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY
 
@@ -223,6 +224,50 @@ def test_inference_returns_the_original_size():
     assert out[1]["sem_seg"].shape == (3, 21, 13)
     probs = out[1]["sem_seg"]
     assert torch.allclose(probs[:, 5, 5], torch.tensor([0.25, 0.5, 0.25]))
+
+
+class _PoolingBackbone(torch.nn.Module):
+    """Stride-4 average of the image (ceil sizes, as Swin's internal padding); records inputs."""
+
+    size_divisibility = 32
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(tuple(x.shape))
+        return {"res2": F.avg_pool2d(x, 4, ceil_mode=True)}
+
+
+class _LinearHead(torch.nn.Module):
+    def layers(self, features):
+        x = features["res2"]
+        return torch.cat([x[:, :1], -x[:, 1:2], x[:, 2:3] * 2], dim=1)
+
+    def forward(self, features):
+        return self.layers(features)
+
+
+def test_whole_image_inference_without_padding_is_mmseg_whole_mode():
+    """SIZE_DIVISIBILITY 0: the image goes in unpadded; logits are resized to the image, then
+    to the requested size, as mmseg's ``whole_inference`` (bilinear, align_corners False)."""
+    backbone = _PoolingBackbone()
+    kw = dict(num_classes=3, pixel_mean=(0.0,) * 3, pixel_std=(1.0,) * 3, aux_head=None)
+    model = UperNet(backbone=backbone, sem_seg_head=_LinearHead(), size_divisibility=0, **kw)
+    image = torch.randn(3, 30, 45, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model.eval()([{"image": image, "height": 61, "width": 90}])[0]["sem_seg"]
+    assert backbone.seen == [(1, 3, 30, 45)]
+    logits = _LinearHead().layers({"res2": F.avg_pool2d(image[None], 4, ceil_mode=True)})
+    up = F.interpolate(logits, size=(30, 45), mode="bilinear", align_corners=False)
+    want = F.interpolate(up, size=(61, 90), mode="bilinear", align_corners=False)[0].softmax(0)
+    torch.testing.assert_close(out, want)
+    # the backbone's own divisibility (negative) pads to 32
+    padded = UperNet(backbone=backbone, sem_seg_head=_LinearHead(), size_divisibility=-1, **kw)
+    with torch.no_grad():
+        padded.eval()([{"image": image}])
+    assert backbone.seen[-1] == (1, 3, 32, 64)
 
 
 def test_bad_input_is_named():
