@@ -9,9 +9,9 @@ configs/config_diffusion_panoptic_video.py and transform_configs.py):
 - one geometric augmentation (scale jitter to the target size, fixed-size crop, horizontal
   flip; the official DAVIS recipe uses scale 1.0..1.0) is sampled once and applied to the image
   and to every mask of the sample, so the conditioning masks stay aligned with the image;
-- identity ids can be re-ordered per sample (``object_order`` "shuffle" / "random" as the
-  official ``process_instance_id_map``), with ONE permutation for all frames of the sample so
-  that an object keeps its id across the triplet;
+- object ids stay those of the annotation files, the same object keeping its id across the
+  frames of a sample; the model gives them identities (``MODEL.PIX2SEQ_D.OBJECT_ORDER``, the
+  official ``process_instance_id_map``) with one assignment for all frames of the sample;
 - DAVIS is class-agnostic (the official loader puts 0 in the semantic channel); here every
   object pixel has contiguous class 0 ("object") and everything else is 255.
 
@@ -20,7 +20,7 @@ is drawn uniformly over the whole video and offsets before frame 0 are clamped t
 the first frames are trained on too, with their own mask as the earlier condition. Dropping
 conditioning frames (``frames_dropout``) is left to the model, which owns that probability.
 
-Randomness (frame choice, permutation, augmentations) comes from numpy's global RNG, which
+Randomness (frame choice, augmentations) comes from numpy's global RNG, which
 detectron2's augmentations use and which seg_zoo's training loader seeds per sample
 (:class:`seg_zoo.engine.train_loader.SeededMapDataset`), so samples are reproducible.
 """
@@ -40,9 +40,7 @@ from ..datasets.register_davis import DAVIS_VOID_LABEL, read_davis_annotation
 from . import register_dataset_mapper
 from ._base import IMAGE_PAD_VALUE, image_to_tensor
 
-__all__ = ["VideoPanopticDatasetMapper", "OBJECT_ORDERS"]
-
-OBJECT_ORDERS = ("none", "shuffle", "random")
+__all__ = ["VideoPanopticDatasetMapper"]
 # Contiguous class of every object pixel (the single "object" class) and of everything else.
 OBJECT_CLASS = 0
 NO_OBJECT_LABEL = 255
@@ -58,7 +56,7 @@ class VideoPanopticDatasetMapper:
         "ids":        int64 (H, W), object ids of frame t (0 = background, void or padding)
         "sem":        int64 (H, W), 0 on object pixels, 255 elsewhere (class-agnostic)
         "cond_ids":   int64 (F, H, W), object ids of frames t + proceeding_frames (clamped to
-                      the video), under the same augmentation and id permutation
+                      the video), under the same augmentation
         "frame_index": t, "cond_frame_indices": list of the F conditioning frame indices,
         "video_id", "height", "width" (the original frame size)
 
@@ -66,7 +64,7 @@ class VideoPanopticDatasetMapper:
 
         "images":          uint8 (T, 3, H, W), every frame resized by the test augmentation
         "first_frame_ids": int64 (H, W), frame 0's object ids at that size (the semi-supervised
-                           input); ids are never permuted at inference
+                           input)
         "video_id", "height", "width", "file_names", "annotation_file_names"
     """
 
@@ -78,8 +76,6 @@ class VideoPanopticDatasetMapper:
         augmentations: list,
         image_format: str,
         proceeding_frames: list[int] = (-2, -1),
-        object_order: str = "none",
-        max_instances_per_image: int = 16,
     ):
         """
         Args:
@@ -88,13 +84,7 @@ class VideoPanopticDatasetMapper:
                 every frame and mask of it.
             image_format: channel order for ``read_image`` ("BGR", "RGB", ...).
             proceeding_frames: offsets of the conditioning frames relative to t (official -2, -1).
-            object_order: "none" keeps the file's ids; "shuffle" permutes ids 1..n (n = the
-                largest id in the sample); "random" maps them to distinct random ids in
-                1..max_instances_per_image-1. One permutation per sample, all frames.
-            max_instances_per_image: id range for "random" (includes id 0; official DAVIS 16).
         """
-        if object_order not in OBJECT_ORDERS:
-            raise ValueError(f"object_order must be one of {OBJECT_ORDERS}, got {object_order!r}")
         offsets = [int(o) for o in proceeding_frames]
         if is_train and not offsets:
             raise ValueError(
@@ -105,12 +95,10 @@ class VideoPanopticDatasetMapper:
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
         self.proceeding_frames = offsets
-        self.object_order = object_order
-        self.max_instances_per_image = int(max_instances_per_image)
         mode = "training" if is_train else "inference"
         logging.getLogger(__name__).info(
             f"[VideoPanopticDatasetMapper] {mode} augmentations: {augmentations}; "
-            f"proceeding_frames {offsets}; object_order {object_order!r}"
+            f"proceeding_frames {offsets}"
         )
 
     @classmethod
@@ -120,8 +108,6 @@ class VideoPanopticDatasetMapper:
         is_train: bool = True,
         *,
         scale_range: tuple[float, float] = (1.0, 1.0),
-        object_order: str = "none",
-        max_instances_per_image: int = 16,
     ):
         if is_train:
             if cfg.INPUT.CROP.TYPE != "absolute":
@@ -147,8 +133,6 @@ class VideoPanopticDatasetMapper:
             "augmentations": augs,
             "image_format": cfg.INPUT.FORMAT,
             "proceeding_frames": list(cfg.MODEL.PIX2SEQ_D.VIDEO.PROCEEDING_FRAMES),
-            "object_order": object_order,
-            "max_instances_per_image": max_instances_per_image,
         }
 
     # ------------------------------------------------------------------------------------
@@ -190,22 +174,6 @@ class VideoPanopticDatasetMapper:
         # them when it builds per-object masks.
         return np.where(ann == DAVIS_VOID_LABEL, 0, ann).astype(np.uint8)
 
-    def _id_lookup(self, max_id: int, file_name: str) -> np.ndarray:
-        """A 256-entry table mapping file ids to sample ids (0 stays 0)."""
-        lut = np.arange(256, dtype=np.int64)
-        if self.object_order == "shuffle" and max_id > 0:
-            lut[1 : max_id + 1] = np.random.permutation(max_id) + 1
-        elif self.object_order == "random" and max_id > 0:
-            if max_id > self.max_instances_per_image - 1:
-                raise ValueError(
-                    f"{file_name!r}: object id {max_id} does not fit object_order 'random' with "
-                    f"max_instances_per_image {self.max_instances_per_image} (ids 1.."
-                    f"{self.max_instances_per_image - 1})"
-                )
-            choice = np.random.permutation(self.max_instances_per_image - 1)[:max_id] + 1
-            lut[1 : max_id + 1] = choice
-        return lut
-
     # ------------------------------------------------------------------------------------
     def __call__(self, video: dict) -> dict:
         """Map one video dict (left unmodified) to a new dict of tensors."""
@@ -229,11 +197,9 @@ class VideoPanopticDatasetMapper:
             if i not in warped:
                 warped[i] = transforms.apply_segmentation(ids_by_frame[i])
 
-        max_id = max(int(m.max()) for m in ids_by_frame.values())
-        lut = self._id_lookup(max_id, video["annotation_file_names"][t])
-        ids = torch.as_tensor(lut[warped[t].astype(np.int64)])
+        ids = torch.as_tensor(warped[t].astype(np.int64))
         sem = torch.where(ids > 0, OBJECT_CLASS, NO_OBJECT_LABEL).to(torch.int64)
-        cond = np.stack([lut[warped[i].astype(np.int64)] for i in cond_indices])
+        cond = np.stack([warped[i].astype(np.int64) for i in cond_indices])
         return {
             "image": image_to_tensor(aug_input.image),
             "ids": ids,
