@@ -622,7 +622,8 @@ __all__ += [
     "PASCAL_CONTEXT_DEFAULT_SPLIT_LISTS",
     "check_pascal_context_labels_txt",
     "pascal_context_59_label_map",
-    "prepare_pascal_context_59",
+    "pascal_context_60_label_map",
+    "prepare_pascal_context",
     "read_pascal_context_mat",
 ]
 PASCAL_CONTEXT_DEFAULT_SPLIT_LISTS = {
@@ -665,6 +666,19 @@ def pascal_context_59_label_map(label_map: np.ndarray, source: str = "<array>") 
             f"0..{PASCAL_CONTEXT_NUM_459} of Pascal Context's 459-class labels"
         )
     return _pascal_context_59_lut()[label_map.astype(np.int64)]
+
+
+def pascal_context_60_label_map(label_59: np.ndarray) -> np.ndarray:
+    """59-class labels -> the 60-class labels of mmsegmentation (and of the official Segmenter):
+    0 = "background" (every pixel the 59-class maps ignore: unlabelled and the 400 rarer
+    classes), class i of the 59 -> i + 1. Nothing is ignored."""
+    label_59 = np.asarray(label_59)
+    if label_59.dtype != np.uint8:
+        raise ValueError(f"expected uint8 59-class labels, got dtype {label_59.dtype}")
+    bad = (label_59 > 58) & (label_59 != 255)
+    if bad.any():
+        raise ValueError(f"59-class labels must be 0..58 or 255, got {int(label_59[bad][0])}")
+    return np.where(label_59 == 255, 0, label_59 + 1).astype(np.uint8)
 
 
 def read_pascal_context_mat(path: str | os.PathLike) -> np.ndarray:
@@ -731,18 +745,19 @@ def _read_id_list(path: Path, what: str) -> list[str]:
     return ids
 
 
-def prepare_pascal_context_59(
+def prepare_pascal_context(
     voc2010_dir: str | os.PathLike,
     splits: Sequence[str] = ("train", "val"),
     split_lists: dict[str, str | os.PathLike] | None = None,
 ) -> dict[str, int]:
-    """Convert Pascal Context's 459-class `.mat` labels into 59-class PNGs for detectron2.
+    """Convert Pascal Context's 459-class `.mat` labels into 59- and 60-class PNGs.
 
     Reads, under `voc2010_dir` (VOCdevkit/VOC2010): the split lists (default
     PASCAL_CONTEXT_DEFAULT_SPLIT_LISTS; `split_lists` maps a split to another list, relative to
     `voc2010_dir` or absolute), `JPEGImages/{id}.jpg` (size check only) and `trainval/{id}.mat`;
     writes `annotations_detectron2/pc59_{split}/{id}.png` (see
-    :func:`pascal_context_59_label_map`), the layout `register_pascal_context` reads. When
+    :func:`pascal_context_59_label_map`) and `annotations_detectron2/pc60_{split}/{id}.png` (see
+    :func:`pascal_context_60_label_map`), the layout `register_pascal_context` reads. When
     `labels.txt` is present its numbering is checked first. Every list is read before anything
     is written. Returns the number of label maps written per split.
     """
@@ -763,7 +778,9 @@ def prepare_pascal_context_59(
     counts = {}
     for split, names in ids.items():
         out_dir = voc2010_dir / "annotations_detectron2" / f"pc59_{split}"
+        out_dir_60 = voc2010_dir / "annotations_detectron2" / f"pc60_{split}"
         out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir_60.mkdir(parents=True, exist_ok=True)
         for name in names:
             image_path = voc2010_dir / "JPEGImages" / f"{name}.jpg"
             mat_path = voc2010_dir / "trainval" / f"{name}.mat"
@@ -777,5 +794,6 @@ def prepare_pascal_context_59(
                     f"{(height, width)}"
                 )
             Image.fromarray(label).save(out_dir / f"{name}.png")
+            Image.fromarray(pascal_context_60_label_map(label)).save(out_dir_60 / f"{name}.png")
         counts[split] = len(names)
     return counts

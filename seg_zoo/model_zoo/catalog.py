@@ -474,8 +474,8 @@ _ENTRIES = [
         metrics={"PQ": 45.5, "mIoU": 60.8},
     ),
     # Segmenter (Strudel et al., ICCV 2021): the official releases (github.com/rstrudel/segmenter
-    # README), converted on first use. The Pascal Context model is not here: it has 60 outputs
-    # (background included) and seg_zoo's Pascal Context config has the 59 classes.
+    # README), converted on first use. The Pascal Context one has mmsegmentation's 60 classes
+    # (background included), as its config and dataset (pascal_context_60_sem_seg_*).
     _segmenter("ade20k", "seg_tiny_mask", "ade20k", 38.1, 38.8),
     _segmenter("ade20k", "seg_small_mask", "ade20k", 45.3, 46.9),
     _segmenter("ade20k", "seg_base_mask", "ade20k", 48.5, 50.0),
@@ -484,6 +484,7 @@ _ENTRIES = [
     _segmenter("ade20k", "seg_base_deit_linear", "ade20k", 47.1, 48.1),
     _segmenter("ade20k", "seg_base_deit_mask", "ade20k", 48.7, 50.1),
     _segmenter("cityscapes", "seg_large_mask", "cityscapes", 79.1, 81.3),
+    _segmenter("pascal_context", "seg_large_mask", "pascal_context", 58.1, 59.0),
     # Swin + UperNet (Liu et al., ICCV 2021): the ADE20K releases of the official
     # Swin-Transformer-Semantic-Segmentation README (ImageNet-1K backbones, 512x512, 160k).
     _swin_upernet("tiny", 44.51, 45.81),

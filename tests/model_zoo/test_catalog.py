@@ -37,13 +37,9 @@ def model_zoo_md_rows() -> list[tuple[str, str]]:
 
 def test_catalog_matches_model_zoo_md():
     rows = model_zoo_md_rows()
-    # "47 models" says the Mask2Former section; the Segmenter section lists 9 official releases,
-    # of which the Pascal Context one (60 outputs) has no catalog entry; the Swin + UperNet
-    # section the 3 ADE20K releases.
-    pascal = [r for r in rows if "/pascal_context/" in r[1]]
-    assert len(pascal) == 1
-    rows = [r for r in rows if r not in pascal]
-    assert len(rows) == 47 + 8 + 3
+    # "47 models" says the Mask2Former section; the Segmenter section lists the 9 official
+    # releases, the Swin + UperNet section the 3 ADE20K releases.
+    assert len(rows) == 47 + 9 + 3
     assert sorted(rows) == sorted((e.config, e.url) for e in MODEL_ZOO.values())
 
 
@@ -124,11 +120,16 @@ def test_entry_validation():
 
 def test_segmenter_entries_build_the_official_inference():
     """What the official variant.yml files of the releases say (rstrudel/segmenter config.yml:
-    ADE20K window 512 stride 512, Cityscapes window 768 stride 512, image side im_size 512 and
-    1024), plus the official ViT's LayerNorm eps and position-embedding resizing."""
+    ADE20K window 512 stride 512, Cityscapes window 768 stride 512, Pascal Context window 480
+    stride 320, image side im_size 512, 1024 and 520), plus the official ViT's LayerNorm eps and
+    position-embedding resizing."""
     from seg_zoo.config import load_config
 
-    expected = {"ade20k": (512, 512, 512), "cityscapes": (768, 512, 1024)}
+    expected = {
+        "ade20k": (512, 512, 512),
+        "cityscapes": (768, 512, 1024),
+        "pascal_context": (480, 320, 520),
+    }
     for name, entry in MODEL_ZOO.items():
         if entry.converter != "segmenter":
             continue

@@ -241,3 +241,38 @@ def test_standalone_config_builds_and_loads(tmp_path):
     cfg = load_config(str(out.with_suffix(".yaml")), ["MODEL.DEVICE", "cpu"])
     report = load_with_report(build_model(cfg), out)
     assert (report.missing_keys, report.unexpected_keys, report.incorrect_shapes) == ([], [], [])
+
+
+@need_reference
+def test_pascal_context_release_fits_the_60_class_config():
+    """The official Pascal Context release (Seg-L-Mask/16 at 480, 60 classes): its layout is the
+    ADE20K Seg-L-Mask/16 listing with, by hand, 30 x 30 + 1 position embeddings and 60 classes.
+    It converts into exactly the entries of seg_large_mask.yaml's model (names and shapes, on
+    the meta device); the 59-class variant refuses it naming both counts."""
+    from detectron2.modeling import META_ARCH_REGISTRY
+
+    resized = {
+        "encoder.pos_embed": (1, 30 * 30 + 1, 1024),
+        "decoder.cls_emb": (1, 60, 1024),
+        "decoder.mask_norm.weight": (60,),
+        "decoder.mask_norm.bias": (60,),
+    }
+    official = {}
+    for line in (REFERENCE / "seg_large_mask_640.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, shape = line.split("\t")
+            official[key] = torch.empty(resized.get(key, yaml.safe_load(shape)), device="meta")
+    configs = REPO / "configs" / "pascal_context" / "semantic-segmentation" / "segmenter"
+    cfg = load_config(str(configs / "seg_large_mask.yaml"))
+    assert check_num_classes(official, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, "pc.pth") == 60
+    converted = convert_segmenter_state_dict(official, source="pc.pth")
+    with torch.device("meta"):
+        model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
+    own = model.state_dict()
+    assert sorted(converted) == sorted(own)
+    assert {k: tuple(v.shape) for k, v in converted.items()} == {
+        k: tuple(v.shape) for k, v in own.items()
+    }
+    cfg_59 = load_config(str(configs / "seg_large_mask_59.yaml"))
+    with pytest.raises(ValueError, match="pc.pth: the checkpoint has 60 classes .* 59"):
+        check_num_classes(official, cfg_59.MODEL.SEM_SEG_HEAD.NUM_CLASSES, "pc.pth")

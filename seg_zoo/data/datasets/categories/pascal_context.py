@@ -73,3 +73,7 @@ PASCAL_CONTEXT_59_CATEGORIES = [
     {"id": 454, "name": "window"},
     {"id": 458, "name": "wood"},
 ]
+
+# mmsegmentation's 60-class Pascal Context (the official Segmenter's): label 0 "background" is
+# every pixel outside the 59 classes (unlabelled included, so id 0 here), then the 59 in order.
+PASCAL_CONTEXT_60_CATEGORIES = [{"id": 0, "name": "background"}, *PASCAL_CONTEXT_59_CATEGORIES]
