@@ -5,7 +5,7 @@ For every selected catalog entry (default: those without a pinned sha256) the to
 
 1. downloads the file into ``$SEG_ZOO_CACHE`` (resumable, as ``seg_zoo://`` does), or takes a
    local copy given with ``--file NAME=PATH``;
-2. converts it when the entry has a converter (Segmenter releases);
+2. converts it when the entry has a converter (Segmenter and Swin UperNet releases);
 3. builds the model of the entry's config on CPU and loads the weights into it through seg_zoo's
    checkpointer: a missing, unexpected or mis-shaped key refuses the pin (the file is then not
    the model the row claims, or seg_zoo does not build that model as the official code does);
@@ -15,7 +15,9 @@ For every selected catalog entry (default: those without a pinned sha256) the to
 Downloads stay in the cache, so the first ``seg_zoo://`` use afterwards downloads nothing. An
 entry that already has a pin is verified against it (a mismatch is an error and changes
 nothing; ``--repin`` downloads it again and replaces the pin after the checks). Entries that fail
-are reported and left unpinned; the others are still written. Exit status 1 if any failed.
+are reported and left unpinned; each successful pin is written at once (pins.py replaced
+atomically), so an interrupted run keeps what it had done. Exit status 1 if any failed.
+``SEG_ZOO_REQUIRE_SHA256`` is ignored here: pinning is how a digest becomes known.
 
 Examples::
 
@@ -23,6 +25,7 @@ Examples::
     python tools/pin_model_zoo.py 'mask2former/coco/*'     # glob patterns on catalog names
     python tools/pin_model_zoo.py --file \\
         mask2former/coco/panoptic/maskformer2_R50_bs16_50ep=~/Downloads/model_final_94dc52.pkl
+    python tools/pin_model_zoo.py --repin 'segmenter/*'   # the files changed upstream: re-check
     python tools/pin_model_zoo.py --render-only           # only rewrite MODEL_ZOO.md's table
 """
 
@@ -32,6 +35,7 @@ import argparse
 import ast
 import fnmatch
 import logging
+import os
 import re
 import sys
 import tempfile
@@ -195,7 +199,6 @@ def pin_entry(
     *,
     local: Path | None,
     repin: bool,
-    check: bool,
     progress: bool,
 ) -> tuple[str, str]:
     """(digest, status) for one entry; raises ``PinError``."""
@@ -222,14 +225,15 @@ def pin_entry(
             )
         except OSError as e:  # ChecksumError included: the pinned digest no longer matches
             raise PinError(str(e)) from e
-    digest = download.sha256_of(path)
+    # download_file has just verified a pinned file; anything else is hashed here
+    verified = local is None and pinned is not None and not repin
+    digest = pinned if verified else download.sha256_of(path)
     if pinned is not None and digest != pinned and not repin:
         raise PinError(
             f"{path}: sha256 {digest} differs from the pinned {pinned}; nothing changed "
             "(--repin replaces the pin after checking the file)"
         )
-    if check:
-        check_weights(entry, path)
+    check_weights(entry, path)
     if pinned is None:
         return digest, "pinned"
     return digest, "verified" if digest == pinned else "repinned"
@@ -239,13 +243,22 @@ def pin_entry(
 # Command line
 # --------------------------------------------------------------------------------------------
 def select(
-    names: list[str], patterns: list[str], pins: dict[str, str], every: bool, local: dict
+    names: list[str],
+    patterns: list[str],
+    pins: dict[str, str],
+    every: bool,
+    local: dict,
+    repin: bool = False,
 ) -> list[str]:
+    """Entries to process: ``patterns`` (globs on names); else the ``local`` files given; else
+    every entry (``every``), the pinned ones (``repin``) or the unpinned ones."""
     if not patterns:
         if every:
             return list(names)
         if local:  # only the files given
             return [n for n in names if n in local]
+        if repin:
+            return [n for n in names if n in pins]
         return [n for n in names if n not in pins]
     chosen = []
     for pattern in patterns:
@@ -289,10 +302,9 @@ def get_parser() -> argparse.ArgumentParser:
         help="hash this local copy instead of downloading (its file name must be the URL's)",
     )
     parser.add_argument(
-        "--repin", action="store_true", help="download pinned entries again and replace the pin"
-    )
-    parser.add_argument(
-        "--no-check", action="store_true", help="do not build the model and load the weights"
+        "--repin",
+        action="store_true",
+        help="download again and replace the pin after the checks (default: every pinned entry)",
     )
     parser.add_argument(
         "--render-only", action="store_true", help="only rewrite MODEL_ZOO.md from the pins"
@@ -304,18 +316,50 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _write_atomically(path: Path, text: str) -> bool:
+    """Replace ``path`` by ``text`` (via a temporary file and a rename); False if unchanged."""
+    if path.read_text() == text:
+        return False
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return True
+
+
+def _write(args, pins: dict[str, str], names: list[str], header: str) -> None:
+    """pins.py and MODEL_ZOO.md's table from ``pins``."""
+    if args.dry_run:
+        return
+    md_path = args.model_zoo_md
+    md_text = replace_md_table(md_path.read_text(), render_md_table(names, pins), str(md_path))
+    if _write_atomically(args.pins_file, render_pins(pins, names, header)):
+        print(f"  wrote {args.pins_file}", flush=True)
+    if _write_atomically(md_path, md_text):
+        print(f"  wrote {md_path}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    # The digests are what this tool establishes; a policy that refuses unpinned files would
+    # refuse every download it makes.
+    os.environ.pop("SEG_ZOO_REQUIRE_SHA256", None)
     names = list(catalog.MODEL_ZOO)
     pins, header = read_pins(args.pins_file)
+    stale = {n: d for n, d in pins.items() if n not in catalog.MODEL_ZOO}
+    for name, digest in stale.items():
+        # printed so that the digest is not lost with the entry
+        print(f"dropping the pin of {name!r} (no such catalog entry any more): {digest}")
+        del pins[name]
+    # Both files must be writable at the end: fail now, not after hours of downloads.
+    replace_md_table(args.model_zoo_md.read_text(), "", str(args.model_zoo_md))
     local = parse_local_files(args.file, names)
     outcomes: list[Outcome] = []
 
     if not args.render_only:
-        chosen = select(names, args.names, pins, args.all, local)
+        chosen = select(names, args.names, pins, args.all, local, args.repin)
         if not chosen:
-            print("every entry is pinned already (--all verifies them, --repin replaces them)")
+            print("nothing to do: every entry is pinned (--all verifies them, --repin renews them)")
         for i, name in enumerate(chosen, 1):
             entry = catalog.MODEL_ZOO[name]
             print(f"[{i}/{len(chosen)}] {name}", flush=True)
@@ -325,29 +369,25 @@ def main(argv: list[str] | None = None) -> int:
                     pins.get(name),
                     local=local.get(name),
                     repin=args.repin,
-                    check=not args.no_check,
                     progress=not args.no_progress,
                 )
             except PinError as e:
                 outcomes.append(Outcome(name, "FAILED", str(e)))
                 print(f"  FAILED: {e}", flush=True)
                 continue
+            except Exception as e:  # a model that fails to build, a converter bug: go on
+                logger.exception("checking %s failed", name)
+                outcomes.append(Outcome(name, "FAILED", f"{type(e).__name__}: {e}"))
+                print(f"  FAILED: {type(e).__name__}: {e}", flush=True)
+                continue
             pins[name] = digest
             outcomes.append(Outcome(name, status, digest))
             print(f"  {status}: {digest}", flush=True)
+            _write(args, pins, names, header)  # each pin is kept as soon as it is known
 
-    pins_text = render_pins(pins, names, header)
-    md_path = args.model_zoo_md
-    md_text = replace_md_table(md_path.read_text(), render_md_table(names, pins), str(md_path))
+    _write(args, pins, names, header)
     if args.dry_run:
         print("dry run: nothing written")
-    else:
-        if pins_text != args.pins_file.read_text():
-            args.pins_file.write_text(pins_text)
-            print(f"wrote {args.pins_file}")
-        if md_text != md_path.read_text():
-            md_path.write_text(md_text)
-            print(f"wrote {md_path}")
 
     failed = [o for o in outcomes if o.status == "FAILED"]
     if outcomes:

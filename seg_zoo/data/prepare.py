@@ -624,6 +624,7 @@ __all__ += [
     "pascal_context_59_label_map",
     "pascal_context_60_label_map",
     "prepare_pascal_context",
+    "prepare_pascal_context_59",
     "read_pascal_context_mat",
 ]
 PASCAL_CONTEXT_DEFAULT_SPLIT_LISTS = {
@@ -797,3 +798,7 @@ def prepare_pascal_context(
             Image.fromarray(pascal_context_60_label_map(label)).save(out_dir_60 / f"{name}.png")
         counts[split] = len(names)
     return counts
+
+
+# The earlier name (it wrote only the 59-class labels); kept so that existing callers still work.
+prepare_pascal_context_59 = prepare_pascal_context

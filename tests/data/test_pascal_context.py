@@ -283,3 +283,18 @@ def test_configs_merge_with_declared_keys(name, datasets, categories):
     assert cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == len(categories)
     assert cfg.MODEL.SEGMENTER.WINDOW_SIZE == cfg.INPUT.CROP.SIZE[0] == 480
     assert (cfg.MODEL.VIT.EMBED_DIM, cfg.MODEL.VIT.DEPTH, cfg.MODEL.VIT.NUM_HEADS) == (1024, 24, 16)
+
+
+def test_earlier_names_still_work(tmp_path):
+    """Base-PascalContext59-Segmenter.yaml and prepare_pascal_context_59 keep their meaning."""
+    from seg_zoo.config import load_config
+
+    variant = tmp_path / "mine.yaml"
+    variant.write_text(
+        f"_BASE_: {os.path.join(CONFIG_DIR, 'Base-PascalContext59-Segmenter.yaml')}\n"
+        "MODEL:\n  VIT: {EMBED_DIM: 192, DEPTH: 12, NUM_HEADS: 3}\n"
+    )
+    cfg = load_config(str(variant))
+    assert cfg.DATASETS.TRAIN + cfg.DATASETS.TEST == NAMES
+    assert cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 59
+    assert prepare.prepare_pascal_context_59 is prepare.prepare_pascal_context

@@ -73,13 +73,22 @@ def mmseg_heads(in_channels, channels, aux_channels, num_classes, seed=0) -> dic
     return sd
 
 
-def official_swin_t_upernet_state_dict() -> dict:
-    """The state_dict of the released upernet_swin_tiny_patch4_window7_512x512.pth (150 classes),
-    names and shapes from the official definitions, seeded random values."""
-    listing = REFERENCE / "swin" / "swin_tiny_patch4_window7_224.txt"
+def official_swin_upernet_state_dict(size: str = "tiny", meta: bool = False) -> dict:
+    """The state_dict of the released upernet_swin_<size>_patch4_window7_512x512.pth (150
+    classes): names and shapes from the official definitions, seeded random values (or meta
+    tensors: shapes only)."""
+    listing = REFERENCE / "swin" / f"swin_{size}_patch4_window7_224.txt"
     if not listing.is_file():
         pytest.skip(f"no reference listing {listing}")
     gen = torch.Generator().manual_seed(1)
+
+    def tensor(shape, integer=False):
+        if meta:
+            return torch.empty(shape, device="meta")
+        if integer:
+            return torch.randint(0, 169, shape, generator=gen)
+        return 0.02 * torch.randn(shape, generator=gen)
+
     sd = {}
     for line in listing.read_text().splitlines():
         if not line.strip() or line.startswith("#"):
@@ -88,15 +97,14 @@ def official_swin_t_upernet_state_dict() -> dict:
         # classification-only entries: the classifier, the final norm, the stored shift masks
         if key.startswith(("head.", "norm.")) or key.endswith("attn_mask"):
             continue
-        shape = yaml.safe_load(shape)
-        if key.endswith("relative_position_index"):
-            sd["backbone." + key] = torch.randint(0, 169, shape, generator=gen)
-        else:
-            sd["backbone." + key] = 0.02 * torch.randn(shape, generator=gen)
-    for i, dim in enumerate((96, 192, 384, 768)):
-        sd[f"backbone.norm{i}.weight"] = 1 + 0.02 * torch.randn(dim, generator=gen)
-        sd[f"backbone.norm{i}.bias"] = 0.02 * torch.randn(dim, generator=gen)
-    sd.update(mmseg_heads((96, 192, 384, 768), 512, 256, 150))
+        sd["backbone." + key] = tensor(yaml.safe_load(shape), key.endswith("position_index"))
+    embed = sd["backbone.patch_embed.proj.weight"].shape[0]
+    dims = tuple(embed * 2**i for i in range(4))
+    for i, dim in enumerate(dims):
+        sd[f"backbone.norm{i}.weight"] = tensor((dim,))
+        sd[f"backbone.norm{i}.bias"] = tensor((dim,))
+    heads = mmseg_heads(dims, 512, 256, 150)
+    sd.update({k: tensor(v.shape) if meta else v for k, v in heads.items()})
     return sd
 
 
@@ -191,6 +199,24 @@ def test_converted_heads_compute_what_mmseg_computes():
     torch.testing.assert_close(ours_aux, expected_aux, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("size", ["tiny", "small", "base"])
+def test_released_layouts_fill_the_config_models(size):
+    """Names and shapes only (meta tensors): the release of each catalog row fills its config's
+    model entry by entry."""
+    from detectron2.modeling import META_ARCH_REGISTRY
+
+    from seg_zoo.config import load_config
+
+    converted = convert_mmseg_upernet_state_dict(official_swin_upernet_state_dict(size, meta=True))
+    cfg = load_config(str(SWIN_T_CONFIG).replace("swin_tiny", f"swin_{size}"))
+    with torch.device("meta"):
+        model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
+    own = model.state_dict()
+    assert {k: tuple(v.shape) for k, v in converted.items()} == {
+        k: tuple(v.shape) for k, v in own.items()
+    }
+
+
 def test_released_swin_t_layout_loads_into_the_config_model(tmp_path):
     from detectron2.modeling import build_model
 
@@ -198,7 +224,7 @@ def test_released_swin_t_layout_loads_into_the_config_model(tmp_path):
     from seg_zoo.engine.checkpoint import Checkpointer
     from seg_zoo.model_zoo.convert import save_d2_checkpoint
 
-    official = official_swin_t_upernet_state_dict()
+    official = official_swin_upernet_state_dict("tiny")
     converted = convert_mmseg_upernet_state_dict(official, source="upernet_swin_tiny")
     model = build_model(load_config(str(SWIN_T_CONFIG), ["MODEL.DEVICE", "cpu"]))
     own = model.state_dict()

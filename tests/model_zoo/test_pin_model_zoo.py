@@ -113,6 +113,42 @@ def test_a_changed_file_keeps_the_old_pin_unless_repinned(served, tiny_blob, doc
     assert _pins(pins) == {TINY: hashlib.sha256(tiny_blob).hexdigest()}
 
 
+def test_stale_pins_strict_env_and_broken_docs(served, tiny_blob, docs, capsys, monkeypatch):
+    pins, md, args = docs
+    gone = "segmenter/ade20k/retired_model"
+    pins.write_text(pins.read_text().replace("= {}", f'= {{\n    "{gone}": "{"1" * 64}",\n}}'))
+    # SEG_ZOO_REQUIRE_SHA256 refuses unpinned downloads everywhere but in the pinning tool
+    monkeypatch.setenv("SEG_ZOO_REQUIRE_SHA256", "1")
+    assert tool.main([TINY, *args]) == 0
+    out = capsys.readouterr().out
+    assert f"dropping the pin of {gone!r} (no such catalog entry any more): {'1' * 64}" in out
+    assert _pins(pins) == {TINY: hashlib.sha256(tiny_blob).hexdigest()}
+    assert not list(pins.parent.glob("*.tmp"))  # written through a temporary file, renamed
+    # a MODEL_ZOO.md without its table markers stops the run before anything is downloaded
+    md.write_text("no table here\n")
+    with pytest.raises(ValueError, match="expected exactly one sha256 table"):
+        tool.main([SMALL, *args])
+    assert len(served.requests) == 1
+
+
+def test_an_unexpected_error_fails_one_entry_and_keeps_the_others(
+    served, tiny_blob, docs, capsys, monkeypatch
+):
+    pins, _, args = docs
+
+    def broken(entry, path):
+        if entry.name == SMALL:
+            raise RuntimeError("model failed to build")
+        return original(entry, path)
+
+    original = tool.check_weights
+    monkeypatch.setattr(tool, "check_weights", broken)
+    assert tool.main([SMALL, TINY, *args]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED: RuntimeError: model failed to build" in out
+    assert _pins(pins) == {TINY: hashlib.sha256(tiny_blob).hexdigest()}
+
+
 def test_default_selection_is_the_unpinned_entries(monkeypatch, docs):
     pins, _, _ = docs
     names = list(catalog.MODEL_ZOO)
@@ -120,6 +156,8 @@ def test_default_selection_is_the_unpinned_entries(monkeypatch, docs):
     assert tool.select(names, [], {TINY: "a" * 64}, False, {}) == [n for n in names if n != TINY]
     assert tool.select(names, [], {TINY: "a" * 64}, True, {}) == names
     assert tool.select(names, [], {}, False, {SMALL: Path("x")}) == [SMALL]
+    # --repin alone renews every pinned entry
+    assert tool.select(names, [], {TINY: "a" * 64}, False, {}, repin=True) == [TINY]
     assert tool.select(names, ["seg_zoo://segmenter/cityscapes/*"], {}, False, {}) == [
         "segmenter/cityscapes/seg_large_mask"
     ]

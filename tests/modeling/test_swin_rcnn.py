@@ -298,6 +298,16 @@ def test_detectron2_mapper_resize_crop_resize(synthetic_root):
     with pytest.raises(ValueError, match="RESIZE_CROP_RESIZE.ENABLED and INPUT.CROP.ENABLED"):
         build_dataset_mapper(cfg, is_train=True)
 
+    # a plain detectron2 config (no seg_zoo keys) builds detectron2's mapper as it is
+    from detectron2.config import get_cfg
+    from detectron2.data import DatasetMapper
+
+    from seg_zoo.data.dataset_mappers import DATASET_MAPPERS
+
+    plain_cfg = get_cfg()
+    ours = DATASET_MAPPERS["detectron2"](plain_cfg, True)
+    assert str(ours.augmentations) == str(DatasetMapper(plain_cfg, True).augmentations)
+
 
 @pytest.mark.slow
 def test_tiny_swin_mask_rcnn_trains_and_evaluates(synthetic_root, tmp_path, one_thread):

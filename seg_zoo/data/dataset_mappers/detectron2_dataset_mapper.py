@@ -28,7 +28,9 @@ class Detectron2DatasetMapper(DatasetMapper):
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
         ret = super().from_config(cfg, is_train)
-        if not (is_train and cfg.INPUT.RESIZE_CROP_RESIZE.ENABLED):
+        # .get: a plain detectron2 config (no seg_zoo keys) builds detectron2's mapper as it is
+        rcr = cfg.INPUT.get("RESIZE_CROP_RESIZE")
+        if not (is_train and rcr is not None and rcr.ENABLED):
             return ret
         if cfg.INPUT.CROP.ENABLED:
             raise ValueError(
@@ -39,7 +41,8 @@ class Detectron2DatasetMapper(DatasetMapper):
         # detectron2's list is [ResizeShortestEdge, RandomFlip?]: the resize is replaced
         augs = [a for a in ret["augmentations"] if not isinstance(a, T.ResizeShortestEdge)]
         ret["augmentations"] = [build_resize_crop_resize_augmentation(cfg), *augs]
-        # a crop cuts masks: boxes are taken from what is left of them, as detectron2 does
-        # for its own crop
+        # A crop cuts masks: boxes are taken from what is left of them, as detectron2 does for
+        # its own crop (mmdet instead clips the original boxes to the crop, which can leave a
+        # box larger than its mask, or a box whose mask the crop removed).
         ret["recompute_boxes"] = cfg.MODEL.MASK_ON
         return ret
