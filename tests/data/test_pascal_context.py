@@ -286,7 +286,8 @@ def test_configs_merge_with_declared_keys(name, datasets, categories):
 
 
 def test_earlier_names_still_work(tmp_path):
-    """Base-PascalContext59-Segmenter.yaml and prepare_pascal_context_59 keep their meaning."""
+    """A config on Base-PascalContext59-Segmenter.yaml is 59-class; prepare_pascal_context_59 (the
+    earlier name) still prepares."""
     from seg_zoo.config import load_config
 
     variant = tmp_path / "mine.yaml"
