@@ -23,7 +23,7 @@ from detectron2.utils.logger import setup_logger
 
 import seg_zoo  # noqa: F401  (registers models, datasets, mappers)
 from seg_zoo.config import load_config
-from seg_zoo.engine import Checkpointer, Trainer
+from seg_zoo.engine import Checkpointer, Trainer, evaluates_with_ema
 
 
 def setup(args):
@@ -44,7 +44,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        use_ema = cfg.MODEL_EMA.ENABLED and cfg.MODEL_EMA.EVAL_WITH_EMA
+        use_ema = evaluates_with_ema(cfg)
         Checkpointer(model, save_dir=cfg.OUTPUT_DIR, use_ema=use_ema).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )

@@ -8,9 +8,10 @@
     (detectron2's ``batched_inputs`` of one uint8 image).
   * the Markdown tables' cells: :func:`fmt_number`, :func:`fmt_rate` (items per second from
     ms per item) and :func:`fmt_ratio` (reference / seg_zoo), each "-" where there is no value.
-  * the command line: :func:`new_parser` (description and ``--device``, as every script starts)
-    and :func:`check_args` (CUDA present when asked for, counts in range), and
-    :func:`describe_device` for the table's notes.
+  * the command line: :func:`new_parser` (description and ``--device``, as every script starts),
+    :func:`check_args` (CUDA present when asked for, counts in range), :func:`run_settings`
+    (``--threads`` applied; warm-up and timed runs from the device's defaults and the flags),
+    and :func:`describe_device` for the table's notes.
 
 The scripts are run as ``python benchmarks/<name>.py`` and loaded by path in the tests, so
 they put this folder on ``sys.path`` themselves before ``import _common``; this is a module of
@@ -36,6 +37,7 @@ __all__ = [
     "make_images",
     "make_inference_input",
     "new_parser",
+    "run_settings",
     "sync",
     "time_call",
     "time_modes",
@@ -184,6 +186,24 @@ def check_args(
             value = getattr(args, key)
             if value is not None and value < minimum:
                 parser.error(f"--{key.replace('_', '-')} must be >= {minimum}, got {value}")
+
+
+def run_settings(
+    args: argparse.Namespace,
+    quick: dict[str, tuple[int, int]],
+    full: dict[str, tuple[int, int]],
+) -> tuple[int, int]:
+    """Apply ``--threads`` and return (warm-up runs, timed runs).
+
+    ``quick`` / ``full`` give the defaults per device ("cpu", "cuda") with and without
+    ``--quick``; ``--warmup`` (0 allowed) and ``--repeats`` override them.
+    """
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    warmup, repeats = (quick if args.quick else full)[args.device]
+    if args.warmup is not None:
+        warmup = args.warmup
+    return warmup, args.repeats or repeats
 
 
 def describe_device(device: str) -> str:

@@ -643,19 +643,18 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> str:
     """Run the Mask2Former benchmark from the command line; prints and returns the table."""
     args = _parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    warmup, repeats = _common.run_settings(
+        args, quick={"cpu": (1, 1), "cuda": (1, 1)}, full={"cpu": (1, 2), "cuda": (5, 20)}
+    )
     cpu = args.device == "cpu"
     if args.quick:
         # One warm-up step even on the CPU: the first step also allocates the gradients and
         # AdamW's state, and whichever mode runs first would pay for the one-time setup.
-        warmup, repeats, train_warmup, train_repeats = 1, 1, 1, (1 if cpu else 5)
+        train_warmup, train_repeats = 1, (1 if cpu else 5)
     else:
         # On 2 CPU cores a 1024x1024 fp32 training step takes a minute or more per mode and
         # model, so the CPU default times one step after one warm-up step.
-        warmup, repeats, train_warmup, train_repeats = (1, 2, 1, 1) if cpu else (5, 20, 5, 20)
-    warmup = args.warmup if args.warmup is not None else warmup
-    repeats = args.repeats or repeats
+        train_warmup, train_repeats = (1, 1) if cpu else (5, 20)
     train_repeats = args.train_repeats or train_repeats
     if args.train_warmup is not None:
         train_warmup = args.train_warmup

@@ -74,6 +74,7 @@ __all__ = [
     "CONFIG",
     "DTYPES",
     "OFFICIAL_OPTS",
+    "TINY_CONFIG",
     "TINY_OPTS",
     "Row",
     "build_benchmark_cfg",
@@ -99,24 +100,9 @@ OFFICIAL_OPTS = [
     "DATASETS.TEST", "()",
 ]  # fmt: skip
 
-# The smoke test's model (tests/modeling/pix2seq_d/test_pix2seq_d_model.py's TINY): ResNet-18,
-# a 1-layer width-32 encoder, a width-16 TransUNet, on 64x64 images; the hidden --tiny flag.
-TINY_OPTS = OFFICIAL_OPTS + [
-    "MODEL.RESNETS.DEPTH", "18",
-    "MODEL.RESNETS.NORM", "GN",
-    "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "7",
-    "MODEL.PIX2SEQ_D.MAX_INSTANCES_PER_IMAGE", "32",
-    "MODEL.PIX2SEQ_D.ENCODER.NUM_LAYERS", "1",
-    "MODEL.PIX2SEQ_D.ENCODER.DIM", "32",
-    "MODEL.PIX2SEQ_D.ENCODER.MLP_DIM", "64",
-    "MODEL.PIX2SEQ_D.ENCODER.NUM_HEADS", "2",
-    "MODEL.PIX2SEQ_D.ENCODER.FUSE_DIM", "16",
-    "MODEL.PIX2SEQ_D.DECODER.DIM", "16",
-    "MODEL.PIX2SEQ_D.DECODER.TRANSFORMER_DIM", "32",
-    "MODEL.PIX2SEQ_D.DECODER.TRANSFORMER_BLOCKS", "1",
-    "MODEL.PIX2SEQ_D.DECODER.PER_HEAD_DIM", "16",
-    "MODEL.PIX2SEQ_D.MIN_PIXELS", "1",
-]  # fmt: skip
+# The smoke test's model (the hidden --tiny flag): the unit tests' config, no dataset read.
+TINY_CONFIG = "configs/synthetic/pix2seq_d_R18_smoke.yaml"
+TINY_OPTS = ["DATASETS.TRAIN", "()", "DATASETS.TEST", "()"]
 TINY_SIZE = 64
 
 DEFAULT_STEPS = (5, 10, 20)
@@ -131,11 +117,14 @@ STEP_T = 0.5
 # ---------------------------------------------------------------------------------------------
 
 
-def build_benchmark_cfg(device: str = "cpu", opts: Sequence[str] = OFFICIAL_OPTS) -> CfgNode:
-    """CONFIG with ``opts`` (KEY VALUE pairs) applied, on ``device``, random init."""
+def build_benchmark_cfg(
+    device: str = "cpu", opts: Sequence[str] = OFFICIAL_OPTS, config: str = CONFIG
+) -> CfgNode:
+    """``config`` (relative to the repository) with ``opts`` (KEY VALUE pairs) applied, on
+    ``device``, random init."""
     if len(opts) % 2:
         raise ValueError(f"opts must be KEY VALUE pairs, got an odd number: {list(opts)}")
-    path = os.path.join(REPO_ROOT, CONFIG)
+    path = os.path.join(REPO_ROOT, config)
     cfg = load_config(path, list(opts))
     cfg.MODEL.DEVICE = device
     cfg.MODEL.WEIGHTS = ""  # random init: no download, and weights change no timing
@@ -310,6 +299,7 @@ def run_benchmark(
     warmup: int = 1,
     repeats: int = 2,
     opts: Sequence[str] = OFFICIAL_OPTS,
+    config: str = CONFIG,
     seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> tuple[list[Row], nn.Module]:
@@ -321,7 +311,7 @@ def run_benchmark(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not steps or any(s < 1 for s in steps):
         raise ValueError(f"steps must be positive ints, got {list(steps)}")
-    model = build_pix2seq_d(build_benchmark_cfg(device, opts))
+    model = build_pix2seq_d(build_benchmark_cfg(device, opts, config))
     images = make_images(batch_size, image_size, device, seed)
     _check_images(model, images)
 
@@ -406,8 +396,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> str:
     """Run the Pix2Seq-D benchmark from the command line; prints and returns the Markdown table."""
     args = _parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    warmup, repeats = _common.run_settings(
+        args, quick={"cpu": (1, 1), "cuda": (2, 3)}, full={"cpu": (1, 2), "cuda": (3, 10)}
+    )
     cpu = args.device == "cpu"
     defaults = CPU_DEFAULTS if cpu else CUDA_DEFAULTS
     if args.tiny:
@@ -415,13 +406,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     image_size = args.image_size or defaults["image_size"]
     batch_size = args.batch_size or defaults["batch_size"]
     dtype = args.dtype or defaults["dtype"]
-    if args.quick:
-        warmup, repeats = (1, 1) if cpu else (2, 3)
-    else:
-        warmup, repeats = (1, 2) if cpu else (3, 10)
-    warmup = args.warmup if args.warmup is not None else warmup
-    repeats = args.repeats or repeats
-    opts = TINY_OPTS if args.tiny else OFFICIAL_OPTS
+    opts, config = (TINY_OPTS, TINY_CONFIG) if args.tiny else (OFFICIAL_OPTS, CONFIG)
 
     start = time.perf_counter()
     rows, model = run_benchmark(
@@ -433,6 +418,7 @@ def main(argv: Sequence[str] | None = None) -> str:
         warmup=warmup,
         repeats=repeats,
         opts=opts,
+        config=config,
         seed=args.seed,
     )
     wall = time.perf_counter() - start

@@ -539,18 +539,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> str:
     """Run the Segmenter benchmark from the command line; prints and returns the Markdown table."""
     args = _parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    warmup, repeats = _common.run_settings(
+        args, quick={"cpu": (1, 1), "cuda": (3, 5)}, full={"cpu": (1, 3), "cuda": (5, 20)}
+    )
     cpu = args.device == "cpu"
     models = args.models or (list(CPU_DEFAULT_MODELS) if cpu else list(CONFIGS))
     batch_size = args.batch_size or (1 if cpu else TARGET_BATCH)
     dtype = "bf16" if args.amp else (args.dtype or ("fp32" if cpu else TARGET_DTYPE))
-    if args.quick:
-        warmup, repeats = (1, 1) if cpu else (3, 5)
-    else:
-        warmup, repeats = (1, 3) if cpu else (5, 20)
-    warmup = args.warmup if args.warmup is not None else warmup
-    repeats = args.repeats or repeats
     opts, size = (TINY_OPTS, TINY_SIZE) if args.tiny else ((), None)
     if args.tiny:
         models = args.models or ["tiny"]

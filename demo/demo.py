@@ -31,7 +31,7 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 
 import seg_zoo  # noqa: F401  (registers models and datasets)
 from seg_zoo.config import load_config
-from seg_zoo.engine import Checkpointer
+from seg_zoo.engine import Checkpointer, evaluates_with_ema
 
 TASKS = ("panoptic", "instance", "semantic")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -78,7 +78,7 @@ def build_predictor(cfg) -> DefaultPredictor:
     unloaded.freeze()
     predictor = DefaultPredictor(unloaded)
     if cfg.MODEL.WEIGHTS:
-        use_ema = cfg.MODEL_EMA.ENABLED and cfg.MODEL_EMA.EVAL_WITH_EMA
+        use_ema = evaluates_with_ema(cfg)
         Checkpointer(predictor.model, use_ema=use_ema).load(cfg.MODEL.WEIGHTS)
     predictor.cfg = cfg
     return predictor

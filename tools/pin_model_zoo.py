@@ -73,8 +73,13 @@ def read_pins(path: Path) -> tuple[dict[str, str], str]:
     text = path.read_text()
     tree = ast.parse(text, filename=str(path))
     for node in tree.body:
-        target = getattr(node, "target", None) or (getattr(node, "targets", None) or [None])[0]
-        if isinstance(target, ast.Name) and target.id == "SHA256" and node.value is not None:
+        if isinstance(node, ast.AnnAssign):
+            targets = [node.target]
+        elif isinstance(node, ast.Assign):
+            targets = node.targets
+        else:
+            continue
+        if any(isinstance(t, ast.Name) and t.id == "SHA256" for t in targets) and node.value:
             try:
                 pins = ast.literal_eval(node.value)
             except ValueError as e:
@@ -219,6 +224,9 @@ def pin_entry(
                     entry.url,
                     download.entry_cache_path(entry),
                     sha256=None if repin else pinned,
+                    # the digest is what this tool establishes: SEG_ZOO_REQUIRE_SHA256, which
+                    # refuses unpinned files, does not apply here
+                    require_sha256=False,
                     progress=progress,
                     force=repin,
                 )
@@ -341,9 +349,6 @@ def _write(args, pins: dict[str, str], names: list[str], header: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    # The digests are what this tool establishes; a policy that refuses unpinned files would
-    # refuse every download it makes.
-    os.environ.pop("SEG_ZOO_REQUIRE_SHA256", None)
     names = list(catalog.MODEL_ZOO)
     pins, header = read_pins(args.pins_file)
     stale = {n: d for n, d in pins.items() if n not in catalog.MODEL_ZOO}

@@ -1,6 +1,7 @@
 """Training and evaluation: the trainer, optimizer, evaluators and checkpointer of train_net.py."""
 
 from .checkpoint import Checkpointer, class_count_hints
+from .ema import evaluates_with_ema
 from .evaluators import build_evaluator
 from .optimizer import build_optimizer, get_param_groups
 from .trainer import Trainer, amp_enabled, check_num_classes, create_ddp
@@ -14,5 +15,6 @@ __all__ = [
     "build_optimizer",
     "class_count_hints",
     "create_ddp",
+    "evaluates_with_ema",
     "get_param_groups",
 ]

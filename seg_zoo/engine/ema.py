@@ -20,7 +20,13 @@ from detectron2.engine import HookBase
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EMAHook", "ModelEMA", "unwrap_model"]
+__all__ = ["EMAHook", "ModelEMA", "evaluates_with_ema", "unwrap_model"]
+
+
+def evaluates_with_ema(cfg) -> bool:
+    """Whether evaluation uses the EMA weights: MODEL_EMA.ENABLED and MODEL_EMA.EVAL_WITH_EMA
+    (the trainer's evaluations, ``train_net.py --eval-only`` and ``demo/demo.py`` all ask)."""
+    return bool(cfg.MODEL_EMA.ENABLED and cfg.MODEL_EMA.EVAL_WITH_EMA)
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:

@@ -36,7 +36,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from .checkpoint import Checkpointer
-from .ema import EMAHook, ModelEMA
+from .ema import EMAHook, ModelEMA, evaluates_with_ema
 from .evaluators import build_evaluator
 from .lr_scheduler import build_lr_scheduler
 from .optimizer import build_optimizer
@@ -212,7 +212,7 @@ class Trainer(DefaultTrainer):
         if self.ema is not None:
             # First, so that the checkpointer and the evaluation see this step's average.
             hooks.insert(0, EMAHook(self.ema, self.model))
-            if self.cfg.MODEL_EMA.EVAL_WITH_EMA:
+            if evaluates_with_ema(self.cfg):
                 for hook in hooks:
                     if isinstance(hook, EvalHook):
                         hook._func = self._with_ema(hook._func)

@@ -111,18 +111,25 @@ def _entry(name, config, url, *, model_id, metrics, converter=None):
     )
 
 
+def _converted_semantic(name: str, config: str, url: str, converter: str, ss: float, ms: float):
+    """A semantic release of another codebase, converted on first use; single-scale and
+    multi-scale + flip mIoU of its official README."""
+    metrics = {"mIoU": ss, "mIoU (ms+flip)": ms}
+    return _entry(name, config, url, model_id="", metrics=metrics, converter=converter)
+
+
 SEGMENTER_URL = "https://www.rocq.inria.fr/cluster-willow/rstrudel/segmenter/checkpoints"
 
 
 def _segmenter(dataset: str, folder: str, config_dataset: str, ss: float, ms: float):
     """An official Segmenter release: ``<SEGMENTER_URL>/<dataset>/<folder>/checkpoint.pth``."""
-    return _entry(
+    return _converted_semantic(
         f"segmenter/{dataset}/{folder}",
         f"configs/{config_dataset}/semantic-segmentation/segmenter/{folder}.yaml",
         f"{SEGMENTER_URL}/{dataset}/{folder}/checkpoint.pth",
-        model_id="",
-        metrics={"mIoU": ss, "mIoU (ms+flip)": ms},
-        converter="segmenter",
+        "segmenter",
+        ss,
+        ms,
     )
 
 
@@ -130,15 +137,15 @@ SWIN_UPERNET_URL = "https://github.com/SwinTransformer/storage/releases/download
 
 
 def _swin_upernet(size: str, ss: float, ms: float):
-    """An official Swin + UperNet ADE20K release (mmseg checkpoint, converted on first use)."""
+    """An official Swin + UperNet ADE20K release (mmseg checkpoint)."""
     stem = f"upernet_swin_{size}_patch4_window7_512x512"
-    return _entry(
+    return _converted_semantic(
         f"upernet/ade20k/{stem}",
         f"configs/ade20k/semantic-segmentation/upernet/upernet_swin_{size}_bs16_160k.yaml",
         f"{SWIN_UPERNET_URL}/{stem}.pth",
-        model_id="",
-        metrics={"mIoU": ss, "mIoU (ms+flip)": ms},
-        converter="mmseg_upernet",
+        "mmseg_upernet",
+        ss,
+        ms,
     )
 
 

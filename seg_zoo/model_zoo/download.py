@@ -9,8 +9,10 @@ sha256 policy:
 - known digest: verified after every download and on every cache hit; a mismatch deletes the
   file and raises ``ChecksumError`` naming the file and both digests;
 - unknown digest (``None``): the file is used, with a warning that gives its digest so that it
-  can be pinned; unless ``require_sha256=True`` (a catalog entry's ``require_sha256``) or the
-  environment sets ``SEG_ZOO_REQUIRE_SHA256=1``, in which case nothing is downloaded or used.
+  can be pinned; unless ``require_sha256=True`` (a catalog entry's ``require_sha256``) or, when
+  the caller leaves ``require_sha256=None``, the environment sets ``SEG_ZOO_REQUIRE_SHA256=1``:
+  then nothing is downloaded or used. ``require_sha256=False`` allows the download whatever the
+  environment says (the pinning tool, whose job is to learn the digest).
 """
 
 from __future__ import annotations
@@ -184,7 +186,7 @@ def download_file(
     dst: str | os.PathLike,
     *,
     sha256: str | None = None,
-    require_sha256: bool = False,
+    require_sha256: bool | None = None,
     progress: bool = True,
     force: bool = False,
     timeout: float = 60.0,
@@ -197,8 +199,12 @@ def download_file(
     _check_url(url)
     dst = Path(dst)
     expected = sha256.lower() if sha256 else None
-    if expected is None and (require_sha256 or _require_sha256_from_env()):
-        why = "its catalog entry" if require_sha256 else "SEG_ZOO_REQUIRE_SHA256"
+    if require_sha256 is None:
+        require_sha256 = _require_sha256_from_env()
+        why = "SEG_ZOO_REQUIRE_SHA256"
+    else:
+        why = "require_sha256=True (set by its catalog entry)"
+    if expected is None and require_sha256:
         raise MissingChecksumError(
             f"refusing to use {url} (to {dst}): {why} requires a sha256, and none is known"
         )
@@ -266,7 +272,8 @@ def download_entry(entry: ModelZooEntry, *, progress: bool = True, force: bool =
         entry.url,
         entry_cache_path(entry),
         sha256=entry.sha256,
-        require_sha256=entry.require_sha256,
+        # an entry that does not require a digest leaves the choice to the environment
+        require_sha256=True if entry.require_sha256 else None,
         progress=progress,
         force=force,
     )

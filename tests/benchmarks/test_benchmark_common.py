@@ -117,3 +117,27 @@ def test_check_args_refuses_cuda_without_a_gpu(capsys):
     with pytest.raises(SystemExit):
         common.check_args(parser, parser.parse_args(["--device", "cuda"]))
     assert "--device cuda: torch sees no CUDA device" in capsys.readouterr().err
+
+
+def test_run_settings_defaults_flags_and_threads():
+    import argparse
+
+    quick = {"cpu": (1, 1), "cuda": (3, 5)}
+    full = {"cpu": (1, 3), "cuda": (5, 20)}
+
+    def ns(**kw):
+        base = dict(device="cpu", quick=False, warmup=None, repeats=None, threads=None)
+        return argparse.Namespace(**{**base, **kw})
+
+    assert common.run_settings(ns(), quick, full) == (1, 3)
+    assert common.run_settings(ns(quick=True), quick, full) == (1, 1)
+    assert common.run_settings(ns(device="cuda"), quick, full) == (5, 20)
+    assert common.run_settings(ns(device="cuda", quick=True), quick, full) == (3, 5)
+    # the flags win; --warmup 0 is a value, not "unset"
+    assert common.run_settings(ns(warmup=0, repeats=7), quick, full) == (0, 7)
+    before = torch.get_num_threads()
+    try:
+        common.run_settings(ns(threads=1), quick, full)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -12,7 +12,9 @@ bench = load_benchmark("pix2seq_d")
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    return bench.build_pix2seq_d(bench.build_benchmark_cfg("cpu", bench.TINY_OPTS))
+    return bench.build_pix2seq_d(
+        bench.build_benchmark_cfg("cpu", bench.TINY_OPTS, bench.TINY_CONFIG)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -177,11 +179,15 @@ def test_bad_arguments_are_named(tiny_model):
     with pytest.raises(ValueError, match="positive int"):
         bench.reference_generate(tiny_model, torch.zeros(1, 3, 64, 64), 0)
     with pytest.raises(ValueError, match="steps"):
-        bench.run_benchmark(steps=[0], opts=bench.TINY_OPTS, image_size=64)
+        bench.run_benchmark(
+            steps=[0], opts=bench.TINY_OPTS, config=bench.TINY_CONFIG, image_size=64
+        )
 
 
 def test_reference_refuses_samplers_it_does_not_cover():
-    cfg = bench.build_benchmark_cfg("cpu", bench.TINY_OPTS + ["MODEL.PIX2SEQ_D.SAMPLER", "ddpm"])
+    cfg = bench.build_benchmark_cfg(
+        "cpu", bench.TINY_OPTS + ["MODEL.PIX2SEQ_D.SAMPLER", "ddpm"], bench.TINY_CONFIG
+    )
     model = bench.build_pix2seq_d(cfg)
     with pytest.raises(ValueError, match="SAMPLER 'ddim'"):
         bench.reference_generate(model, torch.zeros(1, 3, 64, 64), 2)

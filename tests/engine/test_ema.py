@@ -107,3 +107,20 @@ def test_trainer_builds_the_linear_schedule():
         opt.step()
         sched.step()
     assert lrs == pytest.approx([0.0, 0.5, 1.0, 0.875, 0.75, 0.625, 0.5])
+
+
+def test_evaluates_with_ema_needs_both_keys():
+    from detectron2.config import get_cfg
+
+    from seg_zoo.config import add_seg_zoo_config
+    from seg_zoo.engine import evaluates_with_ema
+
+    cfg = get_cfg()
+    add_seg_zoo_config(cfg)
+    for enabled, with_ema, expected in [
+        (True, True, True),
+        (True, False, False),
+        (False, True, False),
+    ]:
+        cfg.MODEL_EMA.ENABLED, cfg.MODEL_EMA.EVAL_WITH_EMA = enabled, with_ema
+        assert evaluates_with_ema(cfg) is expected

@@ -137,6 +137,14 @@ def test_unknown_sha256_warns_or_is_refused(server, payload, tmp_path, caplog, m
     with pytest.raises(MissingChecksumError, match="SEG_ZOO_REQUIRE_SHA256"):
         download.download_file(url, tmp_path / "c" / FILE_NAME, progress=False)
     assert len(server.requests) == 1  # the refused ones asked nothing
+    # an explicit require_sha256=False (the pinning tool) is not overridden by the environment
+    download.download_file(url, tmp_path / "d" / FILE_NAME, require_sha256=False, progress=False)
+    assert len(server.requests) == 2
+    # a catalog entry that does not require a digest leaves the choice to the environment
+    entry = ModelZooEntry(name="x/y", config="c.yaml", url=url)
+    monkeypatch.setenv("SEG_ZOO_CACHE", str(tmp_path / "cache_e"))
+    with pytest.raises(MissingChecksumError, match="SEG_ZOO_REQUIRE_SHA256"):
+        download.download_entry(entry, progress=False)
 
 
 def test_only_http_https_file_urls(tmp_path, payload):

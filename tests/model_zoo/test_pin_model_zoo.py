@@ -149,8 +149,7 @@ def test_an_unexpected_error_fails_one_entry_and_keeps_the_others(
     assert _pins(pins) == {TINY: hashlib.sha256(tiny_blob).hexdigest()}
 
 
-def test_default_selection_is_the_unpinned_entries(monkeypatch, docs):
-    pins, _, _ = docs
+def test_default_selection_is_the_unpinned_entries():
     names = list(catalog.MODEL_ZOO)
     assert tool.select(names, [], {}, False, {}) == names
     assert tool.select(names, [], {TINY: "a" * 64}, False, {}) == [n for n in names if n != TINY]

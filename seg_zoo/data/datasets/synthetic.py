@@ -462,6 +462,51 @@ def clear_generated(out: str, entries) -> None:
     os.makedirs(out, exist_ok=True)
 
 
+def generator_parser(doc: str, unit: str, num_train: int, num_val: int):
+    """The command line the generator tools share: --root, --num-train, --num-val, --seed,
+    --force (``unit`` names what is counted: "images", "clips")."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument(
+        "--root",
+        default=get_datasets_root(),
+        help="dataset root (default: $DETECTRON2_DATASETS, else 'datasets')",
+    )
+    parser.add_argument(
+        "--num-train", type=int, default=num_train, help=f"train {unit} (default {num_train})"
+    )
+    parser.add_argument(
+        "--num-val", type=int, default=num_val, help=f"val {unit} (default {num_val})"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    parser.add_argument(
+        "--force", action="store_true", help="regenerate even if the stamp says up to date"
+    )
+    return parser
+
+
+def run_generator(parser, args, generate, what: str, **kwargs) -> int:
+    """``generate(root, num_train=, num_val=, seed=, force=, **kwargs)`` from ``args``; a bad
+    argument exits through ``parser.error``. Prints where the data is and how long it took."""
+    import time
+
+    start = time.perf_counter()
+    try:
+        out = generate(
+            args.root,
+            num_train=args.num_train,
+            num_val=args.num_val,
+            seed=args.seed,
+            force=args.force,
+            **kwargs,
+        )
+    except ValueError as e:
+        parser.error(str(e))
+    print(f"{what} ready at {out} ({time.perf_counter() - start:.1f}s)")
+    return 0
+
+
 def generate_synthetic_dataset(
     root: str | None = None,
     num_train: int = 64,

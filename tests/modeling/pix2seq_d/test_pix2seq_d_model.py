@@ -18,24 +18,13 @@ from seg_zoo.config import load_config
 from seg_zoo.modeling.meta_arch.pix2seq_d import majority_vote
 from seg_zoo.modeling.pix2seq_d.bits import int2bits
 
-CONFIG = "configs/synthetic/pix2seq_d_R18_tiny_panoptic.yaml"
-TINY = [
-    "MODEL.PIX2SEQ_D.ENCODER.NUM_LAYERS", "1",
-    "MODEL.PIX2SEQ_D.ENCODER.DIM", "32",
-    "MODEL.PIX2SEQ_D.ENCODER.MLP_DIM", "64",
-    "MODEL.PIX2SEQ_D.ENCODER.NUM_HEADS", "2",
-    "MODEL.PIX2SEQ_D.ENCODER.FUSE_DIM", "16",
-    "MODEL.PIX2SEQ_D.DECODER.DIM", "16",
-    "MODEL.PIX2SEQ_D.DECODER.TRANSFORMER_DIM", "32",
-    "MODEL.PIX2SEQ_D.DECODER.TRANSFORMER_BLOCKS", "1",
-    "MODEL.PIX2SEQ_D.DECODER.PER_HEAD_DIM", "16",
-    "MODEL.PIX2SEQ_D.MIN_PIXELS", "1",
-]  # fmt: skip
+# the tiny synthetic config narrowed to a 1-layer encoder and a width-16 TransUNet
+CONFIG = "configs/synthetic/pix2seq_d_R18_smoke.yaml"
 
 
 def build(*opts):
     torch.manual_seed(0)
-    cfg = load_config(CONFIG, TINY + list(opts))
+    cfg = load_config(CONFIG, list(opts))
     return build_model(cfg)
 
 
